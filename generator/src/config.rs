@@ -1,0 +1,113 @@
+//! The site config: who this site is, which archive roots it scans with which
+//! recipe, and where the output goes. Relative paths are relative to the
+//! config file, so a config works from any working directory.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    pub site: SiteInfo,
+    pub roots: Vec<RootConfig>,
+    /// Where the static site is written (owned by fedstac: replaced as a whole).
+    #[serde(default = "default_output")]
+    pub output: PathBuf,
+    /// Where read headers and checksums are cached between runs (not published).
+    #[serde(default = "default_cache")]
+    pub cache: PathBuf,
+    /// WCRP CV directory for controlled-vocabulary checks; checks are skipped without it.
+    #[serde(default)]
+    pub cv_dir: Option<PathBuf>,
+    /// SHA-256 of every file; switch off for huge archives.
+    #[serde(default = "yes")]
+    pub checksums: bool,
+    /// Templates directory; the templates built into fedstac when absent.
+    #[serde(default)]
+    pub templates: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteInfo {
+    /// Short name, used as `alternate:name` on this site's assets.
+    pub name: String,
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootConfig {
+    pub path: PathBuf,
+    /// A built-in recipe name (`cmip6`, `cordex`) or a path to a recipe YAML.
+    pub recipe: String,
+    /// Public URL prefix under which this root's files are served.
+    pub data_url: String,
+}
+
+fn default_output() -> PathBuf {
+    "site".into()
+}
+fn default_cache() -> PathBuf {
+    ".fedstac-cache".into()
+}
+fn yes() -> bool {
+    true
+}
+
+impl SiteConfig {
+    pub fn load(path: &Path) -> Result<SiteConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let mut config: SiteConfig = serde_yaml_ng::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config.check().with_context(|| format!("in config {}", path.display()))?;
+        Ok(config)
+    }
+
+    /// Makes relative paths relative to `base` (the config file's directory).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.output);
+        fix(&mut self.cache);
+        if let Some(p) = self.cv_dir.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.templates.as_mut() {
+            fix(p);
+        }
+        for root in &mut self.roots {
+            fix(&mut root.path);
+            // Recipes named by path are relative to the config too.
+            if root.recipe.ends_with(".yaml") || root.recipe.ends_with(".yml") {
+                let p = PathBuf::from(&root.recipe);
+                if p.is_relative() {
+                    root.recipe = base.join(p).to_string_lossy().into_owned();
+                }
+            }
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.roots.is_empty() {
+            bail!("no roots to scan");
+        }
+        if !self.site.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || self.site.name.is_empty() {
+            bail!("site.name {:?} must be letters, digits, '-', '_' or '.'", self.site.name);
+        }
+        for root in &self.roots {
+            if !(root.data_url.starts_with("http://") || root.data_url.starts_with("https://")) {
+                bail!("data_url {:?} of root {} must be an http(s) URL", root.data_url, root.path.display());
+            }
+        }
+        Ok(())
+    }
+}

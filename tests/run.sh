@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every test: Rust unit and integration tests over the real corpus in
+# ../shared, then the independent Python cross-checks (stac-validator, pystac)
+# on catalogues built by the fedstac binary. Installs what is missing first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --test
+
+[[ -d ../shared/corpus ]] || { echo "tests: ../shared/corpus is missing (see README)" >&2; exit 1; }
+
+cargo build --workspace --locked --quiet
+cargo test --workspace --locked --quiet
+
+FEDSTAC_BIN="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/fedstac" \
+  .venv/bin/python -m pytest tests/python -q -p no:cacheprovider
