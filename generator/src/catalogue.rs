@@ -218,7 +218,7 @@ fn make_collection(input: &CollectionInput, tree: &Node) -> (Collection, Value) 
         .summaries
         .iter()
         .filter_map(|k| summaries.get(k.as_str()).map(|values| (k, values)))
-        .map(|(k, values)| json!({"name": k, "values": values.iter().map(|(label, (_, n))| json!({"value": label, "count": n})).collect::<Vec<_>>()}))
+        .map(|(k, values)| json!({"name": k, "label": k.rsplit(':').next().unwrap_or(k), "values": values.iter().map(|(label, (_, n))| json!({"value": label, "count": n})).collect::<Vec<_>>()}))
         .collect();
     let summaries: Map<String, Value> = summaries.into_iter().map(|(k, v)| (k.to_string(), Value::Array(v.into_values().map(|(v, _)| v).collect()))).collect();
     if !summaries.is_empty() {

@@ -128,6 +128,7 @@ fn print_summary(s: &BuildSummary, output: &std::path::Path, elapsed: std::time:
     if s.warnings.len() > LISTED {
         println!("    … {} more in the build report", s.warnings.len() - LISTED);
     }
+    println!("  peak memory    {:>8.1} MiB", peak_rss_mib());
     if let Some(report) = &s.report_path {
         println!("  build report   {}", report.display());
     }
@@ -135,3 +136,11 @@ fn print_summary(s: &BuildSummary, output: &std::path::Path, elapsed: std::time:
 
 /// Lines of skipped files and warnings printed; the rest are in the report.
 const LISTED: usize = 15;
+
+/// Peak resident set size of this process (Linux reports ru_maxrss in KiB).
+fn peak_rss_mib() -> f64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    usage.ru_maxrss as f64 / 1024.0
+}
