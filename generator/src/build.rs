@@ -10,8 +10,8 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
-use crate::cache::{CachedFile, HeaderCache};
-use crate::catalogue::{self, CollectionInput};
+use crate::cache::{CacheReader, CacheWriter, CachedFile};
+use crate::catalogue::CatalogueWriter;
 use crate::config::SiteConfig;
 use crate::html::HtmlPages;
 use crate::items::{self, FileRecord, ItemsReport, RootContext};
@@ -73,6 +73,7 @@ pub async fn build(opts: BuildOptions) -> Result<BuildSummary> {
     }
 
     // Scan.
+    let started = std::time::Instant::now();
     let spinner = progress_spinner(opts.progress, "scanning");
     let scan_roots: Vec<(PathBuf, Arc<Recipe>)> = config.roots.iter().zip(&recipes).map(|(r, rec)| (r.path.clone(), rec.clone())).collect();
     let scanned = tokio::task::spawn_blocking(move || {
@@ -84,6 +85,7 @@ pub async fn build(opts: BuildOptions) -> Result<BuildSummary> {
     })
     .await?;
     spinner.finish_and_clear();
+    let t_scan = started.elapsed();
     summary.files_seen = scanned.seen;
     summary.ignored = scanned.ignored;
     for e in scanned.errors {
@@ -95,92 +97,131 @@ pub async fn build(opts: BuildOptions) -> Result<BuildSummary> {
         }
     }
 
-    // Read headers: cached when path, size, mtime and request are unchanged.
-    let cache = HeaderCache::load(&config.cache);
-    let mut records: Vec<Option<FileRecord>> = vec![None; scanned.files.len()];
-    let mut fresh: Vec<CachedFile> = Vec::new();
-    let mut to_read = Vec::new();
-    for (i, file) in scanned.files.iter().enumerate() {
-        let request = recipes[file.root].header_request(&file.facets);
-        let key = request_key(&request, config.checksums);
-        match cache.get(&file.path, file.size, file.mtime_ns, &key) {
-            Some(hit) => {
-                records[i] = Some(FileRecord { file: file.clone(), header: hit.header.clone(), checksum: hit.checksum.clone() });
-                fresh.push(hit.clone());
-                summary.files_cached += 1;
-            }
-            None => to_read.push((i, file.clone(), request, key)),
-        }
-    }
-    let bar = progress_bar(opts.progress, to_read.len() as u64, "reading");
-    let checksums = config.checksums;
-    let mut reads = futures::stream::iter(to_read.into_iter().map(|(i, file, request, key)| {
-        tokio::task::spawn_blocking(move || {
-            let result = read_file(&file, &request, checksums);
-            (i, file, key, result)
-        })
-    }))
-    .buffer_unordered(opts.jobs.max(1));
+    // Datasets are contiguous in scan order (their files share a directory
+    // prefix), so files stream through read → items → catalogue one dataset
+    // at a time; nothing per file outlives its dataset.
+    let contexts: Vec<RootContext> = config.roots.iter().zip(&recipes).map(|(r, rec)| RootContext { recipe: rec, data_url: &r.data_url }).collect();
+    let mut cache = CacheReader::open(&config.cache);
+    let mut new_cache = CacheWriter::create(&config.cache)?;
+    let pages = HtmlPages::new(config.templates.as_deref())?;
+    let mut writer = SiteWriter::begin(&config.output)?;
+    let mut catalogue = CatalogueWriter::new(&config.site, &pages);
+    let mut report = ItemsReport::default();
     let mut failures = Vec::new();
-    while let Some(joined) = reads.next().await {
-        let (i, file, key, result) = joined.context("reader task panicked")?;
-        bar.inc(1);
-        summary.files_read += 1;
-        match result {
-            Ok((header, checksum)) => {
-                fresh.push(CachedFile { path: file.path.clone(), size: file.size, mtime_ns: file.mtime_ns, request: key, header: header.clone(), checksum: checksum.clone() });
-                records[i] = Some(FileRecord { file, header, checksum });
+
+    let bar = progress_bar(opts.progress, scanned.files.len() as u64, "reading");
+    let checksums = config.checksums;
+    let jobs = opts.jobs.max(1);
+    // Cache lookups run lazily, in scan order, as the stream pulls files.
+    let lookups = scanned.files.into_iter().map(|file| {
+        let recipe = &recipes[file.root];
+        let request = recipe.header_request(&file.facets);
+        let key = request_key(&request, checksums);
+        let dataset = match recipe.render("item.base_id", &minijinja::context! { path => &file.facets }) {
+            Ok(id) => format!("{}\u{0}{id}", file.root),
+            Err(_) => format!("{}\u{0}{}", file.root, file.path.display()),
+        };
+        let cached = cache.take(file.root, &file.path, file.size, file.mtime_ns, &key);
+        (dataset, file, request, key, cached)
+    });
+    // Ordered, so results come back in scan order; `jobs` files are read at once.
+    let mut results = futures::stream::iter(lookups.map(|(dataset, file, request, key, cached)| async move {
+        let outcome = match cached {
+            Some(hit) => Ok((file, hit, true)),
+            None => {
+                let path = file.path.display().to_string();
+                tokio::task::spawn_blocking(move || match read_file(&file, &request, checksums) {
+                    Ok((header, checksum)) => {
+                        let entry = CachedFile { root: file.root, path: file.path.clone(), size: file.size, mtime_ns: file.mtime_ns, request: key, header, checksum };
+                        Ok((file, entry, false))
+                    }
+                    Err(e) => Err((file.path.display().to_string(), format!("{e:#}"))),
+                })
+                .await
+                .unwrap_or_else(|e| Err((path, format!("reader task failed: {e}"))))
             }
-            Err(e) => {
-                tracing::warn!("skipping {}: {e:#}", file.path.display());
-                failures.push((file.path.display().to_string(), format!("{e:#}")));
+        };
+        (dataset, outcome)
+    }))
+    .buffered(jobs);
+
+    let mut group: Vec<FileRecord> = Vec::new();
+    let mut group_key = String::new();
+    while let Some((dataset, outcome)) = results.next().await {
+        bar.inc(1);
+        if dataset != group_key {
+            flush_dataset(&config.site.name, &contexts, &recipes, std::mem::take(&mut group), &mut writer, &mut catalogue, &mut report)?;
+            group_key = dataset;
+        }
+        match outcome {
+            Ok((file, entry, was_cached)) => {
+                if was_cached {
+                    summary.files_cached += 1;
+                } else {
+                    summary.files_read += 1;
+                }
+                new_cache.append(&entry)?;
+                group.push(FileRecord { file, header: entry.header, checksum: entry.checksum });
+            }
+            Err((path, reason)) => {
+                summary.files_read += 1;
+                tracing::warn!("skipping {path}: {reason}");
+                failures.push((path, reason));
             }
         }
     }
+    flush_dataset(&config.site.name, &contexts, &recipes, group, &mut writer, &mut catalogue, &mut report)?;
     bar.finish_and_clear();
+
     if opts.strict && !failures.is_empty() {
         let list: Vec<String> = failures.iter().map(|(p, r)| format!("  {p}: {r}")).collect();
         bail!("{} file(s) could not be read (--strict):\n{}", failures.len(), list.join("\n"));
     }
+    summary.files_used = summary.files_read + summary.files_cached - failures.len();
     summary.skipped.extend(failures);
-    let records: Vec<FileRecord> = records.into_iter().flatten().collect();
-    summary.files_used = records.len();
-
-    // Items, one collection per recipe collection id.
-    let contexts: Vec<RootContext> = config.roots.iter().zip(&recipes).map(|(r, rec)| RootContext { recipe: rec, data_url: &r.data_url }).collect();
-    let mut by_collection: BTreeMap<String, Vec<FileRecord>> = BTreeMap::new();
-    for record in records {
-        by_collection.entry(recipes[record.file.root].file.collection.id.clone()).or_default().push(record);
-    }
-    let mut report = ItemsReport::default();
-    let mut inputs = Vec::new();
-    for records in by_collection.values() {
-        let recipe = &recipes[records[0].file.root];
-        let items = items::build_items(&config.site.name, &contexts, records, &mut report)?;
-        inputs.push(CollectionInput { spec: &recipe.file.collection, extensions: &recipe.file.extensions, items });
-    }
     let skipped_by_items: std::collections::HashSet<&str> = report.skipped.iter().map(|(p, _)| p.as_str()).collect();
     summary.files_used -= skipped_by_items.len();
     summary.skipped.extend(report.skipped.iter().cloned());
     summary.warnings = report.warnings;
 
-    // Catalogue and pages, swapped in atomically.
-    let pages = HtmlPages::new(config.templates.as_deref())?;
-    let mut writer = SiteWriter::begin(&config.output)?;
-    let stats = catalogue::write_catalogue(&mut writer, &pages, &config.site, inputs)?;
+    // Catalogue pages, then the atomic swap.
+    let t_items = started.elapsed();
+    let stats = catalogue.finish(&mut writer)?;
+    let t_pages = started.elapsed();
     let written = writer.commit()?;
+    tracing::debug!("timings: scan {:.2?}, read+items {:.2?}, catalogue pages {:.2?}, sync+swap {:.2?}", t_scan, t_items - t_scan, t_pages - t_items, started.elapsed() - t_pages);
+    new_cache.commit()?;
     summary.items = stats.items;
     summary.collections = stats.collections;
     summary.outputs_written = written.written;
     summary.outputs_unchanged = written.unchanged;
     summary.outputs_removed = written.removed;
 
-    fresh.sort_by(|a, b| a.path.cmp(&b.path));
-    HeaderCache::save(&config.cache, &fresh.iter().collect::<Vec<_>>())?;
     let report_path = config.cache.join("last-build.json");
     std::fs::write(&report_path, serde_json::to_vec_pretty(&summary)?).with_context(|| format!("writing {}", report_path.display()))?;
     summary.report_path = Some(report_path);
     Ok(summary)
+}
+
+/// Builds one dataset's items and hands them to the catalogue.
+fn flush_dataset(
+    site_name: &str,
+    contexts: &[RootContext],
+    recipes: &[Arc<Recipe>],
+    records: Vec<FileRecord>,
+    writer: &mut SiteWriter,
+    catalogue: &mut CatalogueWriter,
+    report: &mut ItemsReport,
+) -> Result<()> {
+    let Some(first) = records.first() else { return Ok(()) };
+    let recipe = &recipes[first.file.root];
+    for dataset in items::build_items(site_name, contexts, &records, report)? {
+        let id = dataset.item.id.clone();
+        if let Err(e) = catalogue.add_item(writer, &recipe.file.collection, &recipe.file.extensions, dataset) {
+            report.warnings.push(format!("{id}: {e:#}; left out"));
+        }
+    }
+    Ok(())
 }
 
 fn read_file(file: &ScannedFile, request: &read::HeaderRequest, checksums: bool) -> Result<(read::FileHeader, Option<String>)> {

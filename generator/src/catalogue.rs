@@ -2,16 +2,19 @@
 //! relative links (it works under any URL prefix and when moved):
 //!
 //! ```text
-//! catalog.json                      root catalogue (the site)
-//! <collection>/collection.json      one per recipe collection (CMIP6, CORDEX)
+//! catalog.json                          root catalogue (the site)
+//! <collection>/collection.json          one per recipe collection (CMIP6, CORDEX)
 //! <collection>/<level>/…/catalog.json   sub-catalogues from the recipe's hierarchy
-//! <collection>/<level>/…/<id>.json  items
+//! <collection>/<level>/…/<id>.json      items
 //! ```
 //! Every JSON document has an HTML page beside it (`.html`), linked both ways.
+//! Items are written as they arrive; only a short summary of each is kept for
+//! the catalogue pages, so memory follows the number of items, not their size.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
+use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use stac::{Bbox, Catalog, Collection, Extent, Item, Link, SpatialExtent, TemporalExtent};
 
@@ -21,13 +24,6 @@ use crate::items::DatasetItem;
 use crate::output::SiteWriter;
 use crate::recipe::CollectionSpec;
 
-/// Items of one collection with the recipe's description of it.
-pub struct CollectionInput<'a> {
-    pub spec: &'a CollectionSpec,
-    pub extensions: &'a [String],
-    pub items: Vec<DatasetItem>,
-}
-
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CatalogueStats {
     pub collections: usize,
@@ -35,203 +31,237 @@ pub struct CatalogueStats {
     pub items: usize,
 }
 
-/// A sub-catalogue under construction: children by name, items by id.
+/// A catalogue node: sub-catalogues by name, and the items filed here.
 #[derive(Default)]
 struct Node {
     children: BTreeMap<String, Node>,
-    items: Vec<Item>,
+    /// id → (title, listing row)
+    items: BTreeMap<String, (Option<String>, Value)>,
+    count: usize,
 }
 
-impl Node {
-    fn count(&self) -> usize {
-        self.items.len() + self.children.values().map(Node::count).sum::<usize>()
-    }
+/// What a collection page and document need, accumulated item by item.
+struct CollectionState {
+    spec: CollectionSpec,
+    extensions: Vec<String>,
+    tree: Node,
+    bbox: Option<[f64; 4]>,
+    start: Option<DateTime<Utc>>,
+    end: Option<DateTime<Utc>>,
+    /// summary property → value label → (value, count)
+    summaries: BTreeMap<String, BTreeMap<String, (Value, usize)>>,
 }
 
-pub fn write_catalogue(writer: &mut SiteWriter, pages: &HtmlPages, site: &SiteInfo, collections: Vec<CollectionInput>) -> Result<CatalogueStats> {
-    let mut stats = CatalogueStats::default();
-    let mut root = Catalog::new(&site.name, if site.description.is_empty() { &site.title } else { &site.description });
-    root.title = Some(site.title.clone());
-    root.links.push(Link::root("./catalog.json").json());
-    root.links.push(html_link("./catalog.html"));
-    let mut root_children = Vec::new();
-
-    for mut input in collections {
-        let id = input.spec.id.clone();
-        let mut tree = Node::default();
-        for DatasetItem { item, hierarchy } in std::mem::take(&mut input.items) {
-            let mut node = &mut tree;
-            for level in hierarchy {
-                node = node.children.entry(level).or_default();
-            }
-            node.items.push(item);
-        }
-        let count = tree.count();
-        let (collection, facets) = make_collection(&input, &tree);
-        root.links.push(Link::child(format!("./{id}/collection.json")).json().title(collection.title.clone()));
-        root_children.push(json!({"title": collection.title, "href": format!("./{id}/collection.html"), "count": count}));
-        write_node(writer, pages, &mut stats, &id, &[], tree, Some((collection, facets)))?;
-        stats.collections += 1;
-    }
-
-    let page = json!({"kind": "catalog", "stac": root, "children": root_children, "breadcrumbs": [], "json_href": "./catalog.json"});
-    writer.put("catalog.json", &to_json(&root)?)?;
-    writer.put("catalog.html", pages.render(PageKind::Catalog, &page)?.as_bytes())?;
-    stats.catalogs += 1;
-    Ok(stats)
+pub struct CatalogueWriter<'a> {
+    pages: &'a HtmlPages,
+    site: SiteInfo,
+    collections: BTreeMap<String, CollectionState>,
+    ids: HashSet<String>,
+    stats: CatalogueStats,
 }
 
-/// Writes a collection (`levels` empty) or sub-catalogue, its items, and recurses.
-fn write_node(writer: &mut SiteWriter, pages: &HtmlPages, stats: &mut CatalogueStats, collection_id: &str, levels: &[String], node: Node, collection: Option<(Collection, Value)>) -> Result<()> {
-    let depth = levels.len() + 1; // directories below the site root
-    let up = "../".repeat(depth);
-    let dir = std::iter::once(collection_id.to_string()).chain(levels.iter().cloned()).collect::<Vec<_>>().join("/");
-    let to_collection = format!("{}collection.json", "../".repeat(levels.len()));
-    let mut breadcrumbs = vec![json!({"title": "Catalogue", "href": format!("{up}catalog.html")})];
-    for i in 0..levels.len() {
-        let back = "../".repeat(levels.len() - i);
-        let (title, page) = if i == 0 { (collection_id.to_string(), "collection.html") } else { (levels[i - 1].clone(), "catalog.html") };
-        breadcrumbs.push(json!({"title": title, "href": format!("{back}{page}")}));
+impl<'a> CatalogueWriter<'a> {
+    pub fn new(site: &SiteInfo, pages: &'a HtmlPages) -> CatalogueWriter<'a> {
+        CatalogueWriter { pages, site: site.clone(), collections: BTreeMap::new(), ids: HashSet::new(), stats: CatalogueStats::default() }
     }
 
-    let mut links = vec![Link::root(format!("{up}catalog.json")).json()];
-    let parent = if levels.len() == 1 { "../collection.json" } else { "../catalog.json" };
-    links.push(Link::parent(parent).json());
-    let mut children = Vec::new();
-    for (name, child) in &node.children {
-        let file = "catalog.json";
-        links.push(Link::child(format!("./{name}/{file}")).json().title(name.clone()));
-        children.push(json!({"title": name, "href": format!("./{name}/catalog.html"), "count": child.count()}));
-    }
-    let mut item_rows = Vec::new();
-    let mut items = node.items;
-    items.sort_by(|a, b| a.id.cmp(&b.id));
-    for item in &items {
-        links.push(Link::item(format!("./{}.json", item.id)).geojson().title(item.properties.title.clone()));
-        item_rows.push(item_summary(item));
-    }
-
-    let mut facets = Value::Null;
-    let (json_name, html_name, kind, stac_value) = match collection {
-        Some((mut c, f)) => {
-            facets = f;
-            links.retain(|l| l.rel != "parent");
-            links.insert(1, Link::parent("../catalog.json").json());
-            c.links = links;
-            c.links.push(html_link("./collection.html"));
-            ("collection.json", "collection.html", PageKind::Collection, serde_json::to_value(&c)?)
+    /// Writes one item (JSON and page) and files its summary.
+    pub fn add_item(&mut self, writer: &mut SiteWriter, spec: &CollectionSpec, extensions: &[String], dataset: DatasetItem) -> Result<()> {
+        let DatasetItem { mut item, hierarchy } = dataset;
+        if !self.ids.insert(item.id.clone()) {
+            bail!("item {} appears twice (the same dataset under two roots?)", item.id);
         }
-        None => {
-            let mut cat = Catalog::new(levels.last().expect("sub-catalogue has a level"), format!("{} {}", collection_id, levels.join(" / ")));
-            cat.title = levels.last().cloned();
-            cat.links = links;
-            cat.links.push(html_link("./catalog.html"));
-            stats.catalogs += 1;
-            ("catalog.json", "catalog.html", PageKind::Catalog, serde_json::to_value(&cat)?)
-        }
-    };
-    writer.put(&format!("{dir}/{json_name}"), &to_json(&stac_value)?)?;
-    let page = json!({
-        "kind": if matches!(kind, PageKind::Collection) { "collection" } else { "catalog" },
-        "stac": stac_value, "children": children, "items": item_rows, "facets": facets,
-        "breadcrumbs": breadcrumbs, "json_href": format!("./{json_name}"),
-    });
-    writer.put(&format!("{dir}/{html_name}"), pages.render(kind, &page)?.as_bytes())?;
+        let state = self.collections.entry(spec.id.clone()).or_insert_with(|| CollectionState {
+            spec: spec.clone(),
+            extensions: extensions.to_vec(),
+            tree: Node::default(),
+            bbox: None,
+            start: None,
+            end: None,
+            summaries: BTreeMap::new(),
+        });
+        state.absorb(&item);
 
-    for mut item in items {
-        let parent_page = if levels.is_empty() { "collection.html" } else { "catalog.html" };
+        let up = "../".repeat(hierarchy.len() + 1);
+        let dir = std::iter::once(spec.id.as_str()).chain(hierarchy.iter().map(String::as_str)).collect::<Vec<_>>().join("/");
+        let (parent_json, parent_page) = if hierarchy.is_empty() { ("collection.json", "collection.html") } else { ("catalog.json", "catalog.html") };
         item.links.splice(
             0..0,
             [
                 Link::root(format!("{up}catalog.json")).json(),
-                Link::parent(format!("./{json_name}")).json(),
-                Link::collection(to_collection.clone()).json(),
+                Link::parent(format!("./{parent_json}")).json(),
+                Link::collection(format!("{}collection.json", "../".repeat(hierarchy.len()))).json(),
                 html_link(format!("./{}.html", item.id)),
             ],
         );
-        let mut crumbs = breadcrumbs.clone();
-        crumbs.push(json!({"title": levels.last().cloned().unwrap_or_else(|| collection_id.to_string()), "href": format!("./{parent_page}")}));
+        let mut crumbs = breadcrumbs(&spec.id, &hierarchy);
+        crumbs.push(json!({"title": hierarchy.last().cloned().unwrap_or_else(|| spec.id.clone()), "href": format!("./{parent_page}")}));
         let page = json!({"kind": "item", "stac": item, "breadcrumbs": crumbs, "json_href": format!("./{}.json", item.id)});
         writer.put(&format!("{dir}/{}.json", item.id), &to_json(&item)?)?;
-        writer.put(&format!("{dir}/{}.html", item.id), pages.render(PageKind::Item, &page)?.as_bytes())?;
-        stats.items += 1;
+        writer.put(&format!("{dir}/{}.html", item.id), self.pages.render(PageKind::Item, &page)?.as_bytes())?;
+
+        let mut node = &mut state.tree;
+        node.count += 1;
+        for level in hierarchy {
+            node = node.children.entry(level).or_default();
+            node.count += 1;
+        }
+        node.items.insert(item.id.clone(), (item.properties.title.clone(), item_summary(&item)));
+        self.stats.items += 1;
+        Ok(())
     }
-    for (name, child) in node.children {
-        let mut next = levels.to_vec();
-        next.push(name);
-        write_node(writer, pages, stats, collection_id, &next, child, None)?;
+
+    /// Writes every collection, sub-catalogue and the root catalogue.
+    pub fn finish(mut self, writer: &mut SiteWriter) -> Result<CatalogueStats> {
+        let mut root = Catalog::new(&self.site.name, if self.site.description.is_empty() { &self.site.title } else { &self.site.description });
+        root.title = Some(self.site.title.clone());
+        root.links.push(Link::root("./catalog.json").json());
+        root.links.push(html_link("./catalog.html"));
+        let mut root_children = Vec::new();
+        for (id, state) in std::mem::take(&mut self.collections) {
+            let (collection, facets) = state.collection();
+            root.links.push(Link::child(format!("./{id}/collection.json")).json().title(collection.title.clone()));
+            root_children.push(json!({"title": collection.title, "href": format!("./{id}/collection.html"), "count": state.tree.count}));
+            self.write_node(writer, &id, &[], &state.tree, Some((collection, facets)))?;
+            self.stats.collections += 1;
+        }
+        let page = json!({"kind": "catalog", "stac": root, "children": root_children, "breadcrumbs": [], "json_href": "./catalog.json"});
+        writer.put("catalog.json", &to_json(&root)?)?;
+        writer.put("catalog.html", self.pages.render(PageKind::Catalog, &page)?.as_bytes())?;
+        self.stats.catalogs += 1;
+        Ok(self.stats)
     }
-    Ok(())
+
+    /// Writes a collection (`levels` empty) or sub-catalogue, and recurses.
+    fn write_node(&mut self, writer: &mut SiteWriter, collection_id: &str, levels: &[String], node: &Node, collection: Option<(Collection, Value)>) -> Result<()> {
+        let up = "../".repeat(levels.len() + 1);
+        let dir = std::iter::once(collection_id.to_string()).chain(levels.iter().cloned()).collect::<Vec<_>>().join("/");
+        let mut links = vec![Link::root(format!("{up}catalog.json")).json()];
+        let parent = if levels.len() == 1 { "../collection.json" } else { "../catalog.json" };
+        links.push(Link::parent(parent).json());
+        let mut children = Vec::new();
+        for (name, child) in &node.children {
+            links.push(Link::child(format!("./{name}/catalog.json")).json().title(name.clone()));
+            children.push(json!({"title": name, "href": format!("./{name}/catalog.html"), "count": child.count}));
+        }
+        let mut rows = Vec::new();
+        for (id, (title, row)) in &node.items {
+            links.push(Link::item(format!("./{id}.json")).geojson().title(title.clone()));
+            rows.push(row);
+        }
+
+        let (json_name, html_name, kind, facets, stac_value) = match collection {
+            Some((mut c, facets)) => {
+                links[1] = Link::parent("../catalog.json").json();
+                c.links = links;
+                c.links.push(html_link("./collection.html"));
+                ("collection.json", "collection.html", PageKind::Collection, facets, serde_json::to_value(&c)?)
+            }
+            None => {
+                let name = levels.last().expect("a sub-catalogue has a level");
+                let mut cat = Catalog::new(name, format!("{collection_id} {}", levels.join(" / ")));
+                cat.title = Some(name.clone());
+                cat.links = links;
+                cat.links.push(html_link("./catalog.html"));
+                self.stats.catalogs += 1;
+                ("catalog.json", "catalog.html", PageKind::Catalog, Value::Null, serde_json::to_value(&cat)?)
+            }
+        };
+        writer.put(&format!("{dir}/{json_name}"), &to_json(&stac_value)?)?;
+        let page = json!({
+            "kind": if matches!(kind, PageKind::Collection) { "collection" } else { "catalog" },
+            "stac": stac_value, "children": children, "items": rows, "facets": facets,
+            "breadcrumbs": breadcrumbs(collection_id, levels), "json_href": format!("./{json_name}"),
+        });
+        writer.put(&format!("{dir}/{html_name}"), self.pages.render(kind, &page)?.as_bytes())?;
+
+        for (name, child) in &node.children {
+            let mut next = levels.to_vec();
+            next.push(name.clone());
+            self.write_node(writer, collection_id, &next, child, None)?;
+        }
+        Ok(())
+    }
 }
 
-fn make_collection(input: &CollectionInput, tree: &Node) -> (Collection, Value) {
-    let mut c = Collection::new(&input.spec.id, &input.spec.description);
-    c.title = Some(input.spec.title.clone());
-    c.license = input.spec.license.clone();
-    c.extensions = input.extensions.to_vec();
-    if !input.spec.keywords.is_empty() {
-        c.keywords = Some(input.spec.keywords.clone());
-    }
-    let mut all = Vec::new();
-    collect_items(tree, &mut all);
-    let mut bbox: Option<[f64; 4]> = None;
-    let mut start = None;
-    let mut end = None;
-    let mut summaries: BTreeMap<&str, BTreeMap<String, (Value, usize)>> = BTreeMap::new();
-    for item in &all {
+impl CollectionState {
+    fn absorb(&mut self, item: &Item) {
         if let Some(Bbox::TwoDimensional(b)) = item.bbox {
             // An antimeridian-crossing box widens the collection to all longitudes.
             let (w, e) = if b[0] > b[2] { (-180.0, 180.0) } else { (b[0], b[2]) };
-            bbox = Some(match bbox {
+            self.bbox = Some(match self.bbox {
                 None => [w, b[1], e, b[3]],
                 Some(a) => [a[0].min(w), a[1].min(b[1]), a[2].max(e), a[3].max(b[3])],
             });
         }
         // Time-invariant datasets (fx) span all time by convention; they say nothing about the collection's period.
-        let invariant = item.properties.additional_fields.get("fedstac:time_invariant") == Some(&Value::Bool(true));
-        if let (Some(s), false) = (item.properties.start_datetime, invariant) {
-            start = Some(start.map_or(s, |a: chrono::DateTime<chrono::Utc>| a.min(s)));
+        let p = &item.properties;
+        if p.additional_fields.get("fedstac:time_invariant") != Some(&Value::Bool(true)) {
+            if let Some(s) = p.start_datetime {
+                self.start = Some(self.start.map_or(s, |a| a.min(s)));
+            }
+            if let Some(e) = p.end_datetime {
+                self.end = Some(self.end.map_or(e, |a| a.max(e)));
+            }
         }
-        if !invariant {
-            end = end.max(item.properties.end_datetime);
-        }
-        for key in &input.spec.summaries {
-            let values = match item.properties.additional_fields.get(key) {
+        for key in &self.spec.summaries {
+            let values = match p.additional_fields.get(key) {
                 Some(Value::Array(a)) => a.clone(),
                 Some(v) => vec![v.clone()],
                 None => continue,
             };
             for v in values {
                 let label = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
-                summaries.entry(key).or_default().entry(label).or_insert((v, 0)).1 += 1;
+                self.summaries.entry(key.clone()).or_default().entry(label).or_insert((v, 0)).1 += 1;
             }
         }
     }
-    c.extent = Extent {
-        spatial: SpatialExtent { bbox: vec![Bbox::TwoDimensional(bbox.unwrap_or([-180.0, -90.0, 180.0, 90.0]))] },
-        temporal: TemporalExtent { interval: vec![[start, end]] },
-        additional_fields: Map::new(),
-    };
-    // Facet counts for the collection page, in the recipe's order.
-    let facets: Vec<Value> = input
-        .spec
-        .summaries
-        .iter()
-        .filter_map(|k| summaries.get(k.as_str()).map(|values| (k, values)))
-        .map(|(k, values)| json!({"name": k, "label": k.rsplit(':').next().unwrap_or(k), "values": values.iter().map(|(label, (_, n))| json!({"value": label, "count": n})).collect::<Vec<_>>()}))
-        .collect();
-    let summaries: Map<String, Value> = summaries.into_iter().map(|(k, v)| (k.to_string(), Value::Array(v.into_values().map(|(v, _)| v).collect()))).collect();
-    if !summaries.is_empty() {
-        c.summaries = Some(summaries);
+
+    /// The collection document and its facet counts (in the recipe's order).
+    fn collection(&self) -> (Collection, Value) {
+        let mut c = Collection::new(&self.spec.id, &self.spec.description);
+        c.title = Some(self.spec.title.clone());
+        c.license = self.spec.license.clone();
+        c.extensions = self.extensions.clone();
+        if !self.spec.keywords.is_empty() {
+            c.keywords = Some(self.spec.keywords.clone());
+        }
+        c.extent = Extent {
+            spatial: SpatialExtent { bbox: vec![Bbox::TwoDimensional(self.bbox.unwrap_or([-180.0, -90.0, 180.0, 90.0]))] },
+            temporal: TemporalExtent { interval: vec![[self.start, self.end]] },
+            additional_fields: Map::new(),
+        };
+        let facets: Vec<Value> = self
+            .spec
+            .summaries
+            .iter()
+            .filter_map(|k| self.summaries.get(k).map(|values| (k, values)))
+            .map(|(k, values)| {
+                json!({
+                    "name": k, "label": k.rsplit(':').next().unwrap_or(k),
+                    "values": values.iter().map(|(label, (_, n))| json!({"value": label, "count": n})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let summaries: Map<String, Value> =
+            self.summaries.iter().map(|(k, v)| (k.clone(), Value::Array(v.values().map(|(v, _)| v.clone()).collect()))).collect();
+        if !summaries.is_empty() {
+            c.summaries = Some(summaries);
+        }
+        (c, Value::Array(facets))
     }
-    (c, Value::Array(facets))
 }
 
-fn collect_items<'a>(node: &'a Node, out: &mut Vec<&'a Item>) {
-    out.extend(node.items.iter());
-    for child in node.children.values() {
-        collect_items(child, out);
+/// Links from a page at `levels` below the collection back up to the root.
+fn breadcrumbs(collection_id: &str, levels: &[String]) -> Vec<Value> {
+    let up = "../".repeat(levels.len() + 1);
+    let mut crumbs = vec![json!({"title": "Catalogue", "href": format!("{up}catalog.html")})];
+    for i in 0..levels.len() {
+        let back = "../".repeat(levels.len() - i);
+        let (title, page) = if i == 0 { (collection_id.to_string(), "collection.html") } else { (levels[i - 1].clone(), "catalog.html") };
+        crumbs.push(json!({"title": title, "href": format!("{back}{page}")}));
     }
+    crumbs
 }
 
 /// The few fields a listing page shows per item.
@@ -239,7 +269,6 @@ fn item_summary(item: &Item) -> Value {
     let p = &item.properties;
     json!({
         "id": item.id,
-        "title": p.title,
         "href": format!("./{}.html", item.id),
         "start": p.start_datetime,
         "end": p.end_datetime,

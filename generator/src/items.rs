@@ -286,7 +286,8 @@ fn time_span(files: &[&FileRecord]) -> Result<(chrono::DateTime<chrono::Utc>, ch
 
 /// `[west, south, east, north]` in -180..180 over all files. Longitudes in
 /// 0..360 are shifted; a span crossing the antimeridian keeps west > east
-/// (RFC 7946 §5.2). Global when no file has lat/lon or the grid is unstructured.
+/// (RFC 7946 §5.2). Global when no file has latitudes or the grid is unstructured;
+/// all longitudes when files have latitudes only (zonal means).
 pub fn bounding_box(files: &[&FileRecord]) -> [f64; 4] {
     const GLOBAL: [f64; 4] = [-180.0, -90.0, 180.0, 90.0];
     if files.iter().any(|f| f.header.unstructured) {
@@ -294,11 +295,15 @@ pub fn bounding_box(files: &[&FileRecord]) -> [f64; 4] {
     }
     let lats: Vec<[f64; 2]> = files.iter().filter_map(|f| f.header.lat_range).collect();
     let lons: Vec<[f64; 2]> = files.iter().filter_map(|f| f.header.lon_range).collect();
-    if lats.is_empty() || lons.is_empty() {
+    if lats.is_empty() {
         return GLOBAL;
     }
     let south = lats.iter().map(|r| r[0]).fold(f64::INFINITY, f64::min).max(-90.0);
     let north = lats.iter().map(|r| r[1]).fold(f64::NEG_INFINITY, f64::max).min(90.0);
+    if lons.is_empty() {
+        // Zonal fields (msftmz: latitude only) span every longitude of their latitude band.
+        return [-180.0, south, 180.0, north];
+    }
     let lo = lons.iter().map(|r| r[0]).fold(f64::INFINITY, f64::min);
     let hi = lons.iter().map(|r| r[1]).fold(f64::NEG_INFINITY, f64::max);
     let wrap = |x: f64| if x > 180.0 { x - 360.0 } else if x < -180.0 { x + 360.0 } else { x };
