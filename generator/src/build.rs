@@ -217,8 +217,8 @@ fn flush_dataset(
     let recipe = &recipes[first.file.root];
     for dataset in items::build_items(site_name, contexts, &records, report)? {
         let id = dataset.item.id.clone();
-        if let Err(e) = catalogue.add_item(writer, &recipe.file.collection, &recipe.file.extensions, dataset) {
-            report.warnings.push(format!("{id}: {e:#}; left out"));
+        if !catalogue.add_item(writer, &recipe.file.collection, &recipe.file.extensions, dataset).with_context(|| format!("writing item {id}"))? {
+            report.warnings.push(format!("{id}: found again under another root; the first copy is kept"));
         }
     }
     Ok(())

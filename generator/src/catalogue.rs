@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use stac::{Bbox, Catalog, Collection, Extent, Item, Link, SpatialExtent, TemporalExtent};
@@ -65,23 +65,13 @@ impl<'a> CatalogueWriter<'a> {
         CatalogueWriter { pages, site: site.clone(), collections: BTreeMap::new(), ids: HashSet::new(), stats: CatalogueStats::default() }
     }
 
-    /// Writes one item (JSON and page) and files its summary.
-    pub fn add_item(&mut self, writer: &mut SiteWriter, spec: &CollectionSpec, extensions: &[String], dataset: DatasetItem) -> Result<()> {
+    /// Writes one item (JSON and page) and files its summary. Returns false,
+    /// writing nothing, for an id already written (the same dataset under two roots).
+    pub fn add_item(&mut self, writer: &mut SiteWriter, spec: &CollectionSpec, extensions: &[String], dataset: DatasetItem) -> Result<bool> {
         let DatasetItem { mut item, hierarchy } = dataset;
-        if !self.ids.insert(item.id.clone()) {
-            bail!("item {} appears twice (the same dataset under two roots?)", item.id);
+        if self.ids.contains(&item.id) {
+            return Ok(false);
         }
-        let state = self.collections.entry(spec.id.clone()).or_insert_with(|| CollectionState {
-            spec: spec.clone(),
-            extensions: extensions.to_vec(),
-            tree: Node::default(),
-            bbox: None,
-            start: None,
-            end: None,
-            summaries: BTreeMap::new(),
-        });
-        state.absorb(&item);
-
         let up = "../".repeat(hierarchy.len() + 1);
         let dir = std::iter::once(spec.id.as_str()).chain(hierarchy.iter().map(String::as_str)).collect::<Vec<_>>().join("/");
         let (parent_json, parent_page) = if hierarchy.is_empty() { ("collection.json", "collection.html") } else { ("catalog.json", "catalog.html") };
@@ -97,9 +87,23 @@ impl<'a> CatalogueWriter<'a> {
         let mut crumbs = breadcrumbs(&spec.id, &hierarchy);
         crumbs.push(json!({"title": hierarchy.last().cloned().unwrap_or_else(|| spec.id.clone()), "href": format!("./{parent_page}")}));
         let page = json!({"kind": "item", "stac": item, "breadcrumbs": crumbs, "json_href": format!("./{}.json", item.id)});
-        writer.put(&format!("{dir}/{}.json", item.id), &to_json(&item)?)?;
-        writer.put(&format!("{dir}/{}.html", item.id), self.pages.render(PageKind::Item, &page)?.as_bytes())?;
+        // Render both before writing either, so a failure leaves no orphan behind.
+        let html = self.pages.render(PageKind::Item, &page)?;
+        let json = to_json(&item)?;
+        writer.put(&format!("{dir}/{}.json", item.id), &json)?;
+        writer.put(&format!("{dir}/{}.html", item.id), html.as_bytes())?;
 
+        self.ids.insert(item.id.clone());
+        let state = self.collections.entry(spec.id.clone()).or_insert_with(|| CollectionState {
+            spec: spec.clone(),
+            extensions: extensions.to_vec(),
+            tree: Node::default(),
+            bbox: None,
+            start: None,
+            end: None,
+            summaries: BTreeMap::new(),
+        });
+        state.absorb(&item);
         let mut node = &mut state.tree;
         node.count += 1;
         for level in hierarchy {
@@ -108,7 +112,7 @@ impl<'a> CatalogueWriter<'a> {
         }
         node.items.insert(item.id.clone(), (item.properties.title.clone(), item_summary(&item)));
         self.stats.items += 1;
-        Ok(())
+        Ok(true)
     }
 
     /// Writes every collection, sub-catalogue and the root catalogue.

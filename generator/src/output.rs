@@ -44,6 +44,16 @@ pub struct SiteWriter {
     previous: Manifest,
     manifest: Manifest,
     stats: WriteStats,
+    committed: bool,
+}
+
+impl Drop for SiteWriter {
+    /// An abandoned build removes its staging tree (the live one was never touched).
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.staging);
+        }
+    }
 }
 
 impl SiteWriter {
@@ -67,6 +77,7 @@ impl SiteWriter {
             previous,
             manifest: Manifest { generator: format!("fedstac {}", env!("CARGO_PKG_VERSION")), files: BTreeMap::new() },
             stats: WriteStats::default(),
+            committed: false,
         })
     }
 
@@ -94,6 +105,7 @@ impl SiteWriter {
 
     /// Writes the manifest, syncs, and swaps the new tree in.
     pub fn commit(mut self) -> Result<WriteStats> {
+        self.committed = true;
         self.stats.removed = self.previous.files.keys().filter(|k| !self.manifest.files.contains_key(*k)).count();
         let bytes = serde_json::to_vec_pretty(&self.manifest)?;
         std::fs::write(self.staging.join(MANIFEST), bytes).context("writing manifest")?;
