@@ -42,11 +42,11 @@ for mode in checksums no-checksums; do
   : >"$out/times"
   for _ in $(seq $runs); do cold_build "$config" "${args[@]}" >>"$out/times"; done
   read -r secs files items peak < <(awk '{print $1, $2, $3, $4}' "$out/times" | sort -g | sed -n "$(((runs + 1) / 2))p")
-  printf -v "fs_$mode" '%s %s %s %s' "$secs" "$files" "$items" "$peak"
+  printf -v "fs_${mode//-/_}" '%s %s %s %s' "$secs" "$files" "$items" "$peak"
 done
 read -r f_secs f_files f_items f_peak <<<"$fs_no_checksums"
 read -r c_secs _ _ c_peak <<<"$fs_checksums"
-warm=$(warm_build "$config")
+warm=$(warm_build "$config" --no-checksums)
 
 echo "== corpus: stac-generator 2.0.1 (median of $runs)" >&2
 : >"$out/sg_times"

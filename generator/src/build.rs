@@ -18,7 +18,7 @@ use crate::items::{self, FileRecord, ItemsReport, RootContext};
 use crate::output::SiteWriter;
 use crate::read;
 use crate::recipe::{PathRejection, Recipe};
-use crate::scan::{self, ScanResult, ScannedFile};
+use crate::scan::{self, ScanCounts, ScannedFile};
 
 pub struct BuildOptions {
     pub config: SiteConfig,
@@ -72,31 +72,12 @@ pub async fn build(opts: BuildOptions) -> Result<BuildSummary> {
         tracing::info!("no cv_dir configured: controlled-vocabulary checks are off");
     }
 
-    // Scan.
-    let started = std::time::Instant::now();
-    let spinner = progress_spinner(opts.progress, "scanning");
-    let scan_roots: Vec<(PathBuf, Arc<Recipe>)> = config.roots.iter().zip(&recipes).map(|(r, rec)| (r.path.clone(), rec.clone())).collect();
-    let scanned = tokio::task::spawn_blocking(move || {
-        let mut result = ScanResult::default();
-        for (i, (path, recipe)) in scan_roots.iter().enumerate() {
-            scan::scan_root(i, path, recipe, &mut result);
-        }
-        result
-    })
-    .await?;
-    spinner.finish_and_clear();
-    let t_scan = started.elapsed();
-    summary.files_seen = scanned.seen;
-    summary.ignored = scanned.ignored;
-    for e in scanned.errors {
-        summary.skipped.push((e.path.display().to_string(), e.reason));
-    }
     for (i, root) in config.roots.iter().enumerate() {
         if !root.path.is_dir() {
             bail!("root {} (#{}) is not a readable directory", root.path.display(), i + 1);
         }
     }
-
+    let started = std::time::Instant::now();
     // Datasets are contiguous in scan order (their files share a directory
     // prefix), so files stream through read → items → catalogue one dataset
     // at a time; nothing per file outlives its dataset.
@@ -109,11 +90,13 @@ pub async fn build(opts: BuildOptions) -> Result<BuildSummary> {
     let mut report = ItemsReport::default();
     let mut failures = Vec::new();
 
-    let bar = progress_bar(opts.progress, scanned.files.len() as u64, "reading");
+    let bar = progress_counter(opts.progress);
     let checksums = config.checksums;
     let jobs = opts.jobs.max(1);
     // Cache lookups run lazily, in scan order, as the stream pulls files.
-    let lookups = scanned.files.into_iter().map(|file| {
+    let scan_roots: Vec<(PathBuf, &Recipe)> = config.roots.iter().zip(&recipes).map(|(r, rec)| (r.path.clone(), rec.as_ref())).collect();
+    let mut counts = ScanCounts::default();
+    let lookups = scan::scan(&scan_roots, &mut counts).map(|file| {
         let recipe = &recipes[file.root];
         let request = recipe.header_request(&file.facets);
         let key = request_key(&request, checksums);
@@ -172,6 +155,12 @@ pub async fn build(opts: BuildOptions) -> Result<BuildSummary> {
     }
     flush_dataset(&config.site.name, &contexts, &recipes, group, &mut writer, &mut catalogue, &mut report)?;
     bar.finish_and_clear();
+    drop(results);
+    summary.files_seen = counts.seen;
+    summary.ignored = counts.ignored;
+    for e in counts.errors {
+        summary.skipped.push((e.path.display().to_string(), e.reason));
+    }
 
     if opts.strict && !failures.is_empty() {
         let list: Vec<String> = failures.iter().map(|(p, r)| format!("  {p}: {r}")).collect();
@@ -189,7 +178,7 @@ pub async fn build(opts: BuildOptions) -> Result<BuildSummary> {
     let stats = catalogue.finish(&mut writer)?;
     let t_pages = started.elapsed();
     let written = writer.commit()?;
-    tracing::debug!("timings: scan {:.2?}, read+items {:.2?}, catalogue pages {:.2?}, sync+swap {:.2?}", t_scan, t_items - t_scan, t_pages - t_items, started.elapsed() - t_pages);
+    tracing::debug!("timings: scan+read+items {:.2?}, catalogue pages {:.2?}, sync+swap {:.2?}", t_items, t_pages - t_items, started.elapsed() - t_pages);
     new_cache.commit()?;
     summary.items = stats.items;
     summary.collections = stats.collections;
@@ -225,7 +214,9 @@ fn flush_dataset(
 }
 
 fn read_file(file: &ScannedFile, request: &read::HeaderRequest, checksums: bool) -> Result<(read::FileHeader, Option<String>)> {
+    let started = std::time::Instant::now();
     let header = read::read_header(&file.path, request)?;
+    tracing::trace!("read {} in {:.1?}", file.path.display(), started.elapsed());
     let checksum = if checksums { Some(read::file_checksum(&file.path).context("computing checksum")?) } else { None };
     Ok((header, checksum))
 }
@@ -239,22 +230,15 @@ fn request_key(request: &read::HeaderRequest, checksums: bool) -> String {
     hex::encode(&h.finalize()[..12])
 }
 
-fn progress_bar(enabled: bool, len: u64, what: &'static str) -> ProgressBar {
-    if !enabled || len == 0 {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len).with_message(what);
-    bar.set_style(ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} files ({per_sec}, eta {eta})").expect("valid template").progress_chars("=> "));
-    bar
-}
-
-fn progress_spinner(enabled: bool, what: &'static str) -> ProgressBar {
+/// Files are counted as they stream by: the total is not known in advance.
+fn progress_counter(enabled: bool) -> ProgressBar {
     if !enabled {
         return ProgressBar::hidden();
     }
-    let s = ProgressBar::new_spinner().with_message(what);
-    s.enable_steady_tick(std::time::Duration::from_millis(120));
-    s
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} {pos} files ({per_sec}) {elapsed}").expect("valid template"));
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
 }
 
 fn serialize_ignored<S: serde::Serializer>(ignored: &BTreeMap<PathRejection, usize>, s: S) -> std::result::Result<S::Ok, S::Error> {

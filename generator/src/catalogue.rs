@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashSet};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
 use stac::{Bbox, Catalog, Collection, Extent, Item, Link, SpatialExtent, TemporalExtent};
 
 use crate::config::SiteInfo;
@@ -35,8 +36,7 @@ pub struct CatalogueStats {
 #[derive(Default)]
 struct Node {
     children: BTreeMap<String, Node>,
-    /// id → (title, listing row)
-    items: BTreeMap<String, (Option<String>, Value)>,
+    items: BTreeMap<String, ItemRow>,
     count: usize,
 }
 
@@ -56,7 +56,8 @@ pub struct CatalogueWriter<'a> {
     pages: &'a HtmlPages,
     site: SiteInfo,
     collections: BTreeMap<String, CollectionState>,
-    ids: HashSet<String>,
+    /// Keys of the ids written (128-bit digests: small, and collisions are out of reach).
+    ids: HashSet<u128>,
     stats: CatalogueStats,
 }
 
@@ -69,7 +70,8 @@ impl<'a> CatalogueWriter<'a> {
     /// writing nothing, for an id already written (the same dataset under two roots).
     pub fn add_item(&mut self, writer: &mut SiteWriter, spec: &CollectionSpec, extensions: &[String], dataset: DatasetItem) -> Result<bool> {
         let DatasetItem { mut item, hierarchy } = dataset;
-        if self.ids.contains(&item.id) {
+        let id_key = u128::from_le_bytes(Sha256::digest(item.id.as_bytes())[..16].try_into().expect("16 bytes"));
+        if self.ids.contains(&id_key) {
             return Ok(false);
         }
         let up = "../".repeat(hierarchy.len() + 1);
@@ -93,7 +95,7 @@ impl<'a> CatalogueWriter<'a> {
         writer.put(&format!("{dir}/{}.json", item.id), &json)?;
         writer.put(&format!("{dir}/{}.html", item.id), html.as_bytes())?;
 
-        self.ids.insert(item.id.clone());
+        self.ids.insert(id_key);
         let state = self.collections.entry(spec.id.clone()).or_insert_with(|| CollectionState {
             spec: spec.clone(),
             extensions: extensions.to_vec(),
@@ -110,7 +112,7 @@ impl<'a> CatalogueWriter<'a> {
             node = node.children.entry(level).or_default();
             node.count += 1;
         }
-        node.items.insert(item.id.clone(), (item.properties.title.clone(), item_summary(&item)));
+        node.items.insert(item.id.clone(), ItemRow::of(&item));
         self.stats.items += 1;
         Ok(true)
     }
@@ -149,9 +151,9 @@ impl<'a> CatalogueWriter<'a> {
             children.push(json!({"title": name, "href": format!("./{name}/catalog.html"), "count": child.count}));
         }
         let mut rows = Vec::new();
-        for (id, (title, row)) in &node.items {
-            links.push(Link::item(format!("./{id}.json")).geojson().title(title.clone()));
-            rows.push(row);
+        for (id, row) in &node.items {
+            links.push(Link::item(format!("./{id}.json")).geojson().title(row.title.clone()));
+            rows.push(json!({"id": id, "href": format!("./{id}.html"), "start": row.start, "end": row.end, "files": row.files, "latest": row.latest}));
         }
 
         let (json_name, html_name, kind, facets, stac_value) = match collection {
@@ -268,17 +270,26 @@ fn breadcrumbs(collection_id: &str, levels: &[String]) -> Vec<Value> {
     crumbs
 }
 
-/// The few fields a listing page shows per item.
-fn item_summary(item: &Item) -> Value {
-    let p = &item.properties;
-    json!({
-        "id": item.id,
-        "href": format!("./{}.html", item.id),
-        "start": p.start_datetime,
-        "end": p.end_datetime,
-        "files": item.assets.len(),
-        "latest": p.additional_fields.get("latest"),
-    })
+/// What a listing page shows of an item: kept per item until the end of the build.
+struct ItemRow {
+    title: Option<String>,
+    start: Option<DateTime<Utc>>,
+    end: Option<DateTime<Utc>>,
+    files: usize,
+    latest: Option<bool>,
+}
+
+impl ItemRow {
+    fn of(item: &Item) -> ItemRow {
+        let p = &item.properties;
+        ItemRow {
+            title: p.title.clone(),
+            start: p.start_datetime,
+            end: p.end_datetime,
+            files: item.assets.len(),
+            latest: p.additional_fields.get("latest").and_then(Value::as_bool),
+        }
+    }
 }
 
 fn html_link(href: impl ToString) -> Link {

@@ -13,6 +13,7 @@ pub mod catalogue;
 pub mod config;
 pub mod html;
 pub mod items;
+pub mod kerchunk;
 pub mod output;
 pub mod read;
 pub mod recipe;

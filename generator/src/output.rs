@@ -6,8 +6,8 @@
 //! `renameat2(RENAME_EXCHANGE)`: readers see the old tree or the new, never a
 //! mix, and a crash before the exchange leaves the last good tree in place.
 
-use std::collections::BTreeMap;
-use std::io::Write;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -16,13 +16,10 @@ use sha2::{Digest, Sha256};
 
 /// Published list of every file in the site with its digest: what a build
 /// reuses, and what a harvesting partner compares to skip unchanged files.
+/// A JSON object `{"generator": …, "files": {path: {sha256, size}}}`, written
+/// one file per line as the build goes, so neither writing nor reading it
+/// needs the whole list in memory.
 pub const MANIFEST: &str = "fedstac-manifest.json";
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Manifest {
-    pub generator: String,
-    pub files: BTreeMap<String, ManifestEntry>,
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ManifestEntry {
@@ -41,8 +38,13 @@ pub struct WriteStats {
 pub struct SiteWriter {
     live: PathBuf,
     staging: PathBuf,
-    previous: Manifest,
-    manifest: Manifest,
+    /// The live tree's files: path key → (sha256, size).
+    previous: HashMap<u128, ([u8; 32], u64)>,
+    /// Paths written so far (keys), to refuse two outputs at one path.
+    written: HashSet<u128>,
+    /// How many of `previous` were written again (the rest are removed).
+    previous_seen: usize,
+    manifest: BufWriter<std::fs::File>,
     stats: WriteStats,
     committed: bool,
 }
@@ -67,15 +69,17 @@ impl SiteWriter {
             std::fs::remove_dir_all(&staging).with_context(|| format!("removing stale {}", staging.display()))?;
         }
         std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
-        let previous = std::fs::read(live.join(MANIFEST))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<Manifest>(&bytes).ok())
-            .unwrap_or_default();
+        let previous = read_manifest(&live.join(MANIFEST));
+        let file = std::fs::File::create(staging.join(MANIFEST)).context("creating manifest")?;
+        let mut manifest = BufWriter::new(file);
+        write!(manifest, "{{\"generator\": \"fedstac {}\", \"files\": {{", env!("CARGO_PKG_VERSION"))?;
         Ok(SiteWriter {
             live: live.to_path_buf(),
             staging,
             previous,
-            manifest: Manifest { generator: format!("fedstac {}", env!("CARGO_PKG_VERSION")), files: BTreeMap::new() },
+            written: HashSet::new(),
+            previous_seen: 0,
+            manifest,
             stats: WriteStats::default(),
             committed: false,
         })
@@ -84,12 +88,18 @@ impl SiteWriter {
     /// Adds one file at a site-relative path (`/`-separated, no `..`).
     pub fn put(&mut self, rel_path: &str, bytes: &[u8]) -> Result<()> {
         let rel = safe_relative(rel_path)?;
-        let entry = ManifestEntry { sha256: hex::encode(Sha256::digest(bytes)), size: bytes.len() as u64 };
+        let key = path_key(rel_path);
+        if !self.written.insert(key) {
+            bail!("two outputs want the same path {rel_path}");
+        }
+        let sha: [u8; 32] = Sha256::digest(bytes).into();
         let target = self.staging.join(&rel);
         if let Some(dir) = target.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let reused = self.previous.files.get(rel_path) == Some(&entry) && std::fs::hard_link(self.live.join(&rel), &target).is_ok();
+        let before = self.previous.get(&key);
+        self.previous_seen += before.is_some() as usize;
+        let reused = before == Some(&(sha, bytes.len() as u64)) && std::fs::hard_link(self.live.join(&rel), &target).is_ok();
         if reused {
             self.stats.unchanged += 1;
         } else {
@@ -97,18 +107,18 @@ impl SiteWriter {
             f.write_all(bytes).with_context(|| format!("writing {}", target.display()))?;
             self.stats.written += 1;
         }
-        if self.manifest.files.insert(rel_path.to_string(), entry).is_some() {
-            bail!("two outputs want the same path {rel_path}");
-        }
+        let sep = if self.written.len() == 1 { "" } else { "," };
+        let entry = serde_json::to_string(&ManifestEntry { sha256: hex::encode(sha), size: bytes.len() as u64 })?;
+        write!(self.manifest, "{sep}\n{}: {entry}", serde_json::to_string(rel_path)?)?;
         Ok(())
     }
 
-    /// Writes the manifest, syncs, and swaps the new tree in.
+    /// Finishes the manifest, syncs, and swaps the new tree in.
     pub fn commit(mut self) -> Result<WriteStats> {
         self.committed = true;
-        self.stats.removed = self.previous.files.keys().filter(|k| !self.manifest.files.contains_key(*k)).count();
-        let bytes = serde_json::to_vec_pretty(&self.manifest)?;
-        std::fs::write(self.staging.join(MANIFEST), bytes).context("writing manifest")?;
+        self.stats.removed = self.previous.len() - self.previous_seen;
+        self.manifest.write_all(b"\n}}\n")?;
+        self.manifest.flush().context("writing manifest")?;
         // Data must be on disk before the rename makes it live.
         sync_tree(&self.staging)?;
         if self.live.exists() {
@@ -120,6 +130,33 @@ impl SiteWriter {
         }
         Ok(self.stats)
     }
+}
+
+/// A 128-bit key for a site path (collisions are out of reach at any archive size).
+fn path_key(rel_path: &str) -> u128 {
+    let digest = Sha256::digest(rel_path.as_bytes());
+    u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"))
+}
+
+/// Reads a manifest line by line into path keys; anything unreadable means
+/// "nothing to reuse", which only costs a full rewrite.
+fn read_manifest(path: &Path) -> HashMap<u128, ([u8; 32], u64)> {
+    let mut out = HashMap::new();
+    let Ok(file) = std::fs::File::open(path) else { return out };
+    for line in BufReader::new(file).lines().map_while(|l| l.ok()) {
+        let line = line.trim().trim_end_matches(',');
+        if !line.starts_with('"') {
+            continue;
+        }
+        let Ok(map) = serde_json::from_str::<BTreeMap<String, ManifestEntry>>(&format!("{{{line}}}")) else { continue };
+        for (p, e) in map {
+            let mut sha = [0u8; 32];
+            if hex::decode_to_slice(&e.sha256, &mut sha).is_ok() {
+                out.insert(path_key(&p), (sha, e.size));
+            }
+        }
+    }
+    out
 }
 
 /// Refuses absolute paths and any `..`, so nothing is ever written outside the site.

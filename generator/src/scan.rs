@@ -28,9 +28,9 @@ pub struct Skipped {
     pub reason: String,
 }
 
+/// What the walk saw besides the files it yields.
 #[derive(Debug, Default)]
-pub struct ScanResult {
-    pub files: Vec<ScannedFile>,
+pub struct ScanCounts {
     pub seen: usize,
     /// Files outside the recipe's patterns, counted by reason.
     pub ignored: BTreeMap<PathRejection, usize>,
@@ -38,11 +38,15 @@ pub struct ScanResult {
     pub errors: Vec<Skipped>,
 }
 
-/// Walks one root (following symlinks, as DKRZ's layout is one) in sorted order.
-pub fn scan_root(root_index: usize, root: &Path, recipe: &Recipe, result: &mut ScanResult) {
+/// Walks the roots in order (following symlinks, as DKRZ's layout is one),
+/// each in sorted order, yielding the files their recipes take. Lazy: the
+/// archive is never listed in memory.
+pub fn scan<'a>(roots: &'a [(PathBuf, &'a Recipe)], counts: &'a mut ScanCounts) -> impl Iterator<Item = ScannedFile> + 'a {
     let mut link_cache: HashMap<PathBuf, Option<String>> = HashMap::new();
-    let walker = walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name();
-    for entry in walker {
+    roots.iter().enumerate().flat_map(|(i, (root, recipe))| {
+        walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name().into_iter().map(move |entry| (i, root, *recipe, entry))
+    })
+    .filter_map(move |(root_index, root, recipe, entry)| {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
@@ -51,52 +55,42 @@ pub fn scan_root(root_index: usize, root: &Path, recipe: &Recipe, result: &mut S
                     Some(io) => io.to_string(),
                     None => e.to_string(),
                 };
-                result.errors.push(Skipped { path, reason });
-                continue;
+                counts.errors.push(Skipped { path, reason });
+                return None;
             }
         };
         if !entry.file_type().is_file() {
-            continue;
+            return None;
         }
-        result.seen += 1;
-        let Ok(rel) = entry.path().strip_prefix(root) else { continue };
+        counts.seen += 1;
+        let rel = entry.path().strip_prefix(root).ok()?;
         let rel_path = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
         let facets = match recipe.match_path(&rel_path) {
             Ok(f) => f,
             Err(why) => {
-                *result.ignored.entry(why).or_default() += 1;
-                continue;
+                *counts.ignored.entry(why).or_default() += 1;
+                return None;
             }
         };
         let meta = match entry.metadata() {
             Ok(m) => m,
             Err(e) => {
-                result.errors.push(Skipped { path: entry.path().to_path_buf(), reason: e.to_string() });
-                continue;
+                counts.errors.push(Skipped { path: entry.path().to_path_buf(), reason: e.to_string() });
+                return None;
             }
         };
-        let mtime_ns = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_nanos() as i128)
-            .unwrap_or_default();
+        let mtime_ns = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos() as i128).unwrap_or_default();
+        // The version directory's symlink target, when it is one (`latest` → v20190710).
         let version_link = facets.get(recipe.version_facet()).and_then(|v| {
-            let needle = format!("/{v}/");
-            let at = format!("/{rel_path}").find(&needle)?;
-            let dir = root.join(&rel_path[..(at + v.len()).saturating_sub(0)]);
+            let at = format!("/{rel_path}").find(&format!("/{v}/"))?;
+            let dir = root.join(&rel_path[..at + v.len()]);
+            if link_cache.len() > 4096 {
+                link_cache.clear();
+            }
             link_cache.entry(dir.clone()).or_insert_with(|| link_target(&dir)).clone()
         });
-        result.files.push(ScannedFile {
-            root: root_index,
-            path: entry.path().to_path_buf(),
-            rel_path,
-            size: meta.len(),
-            mtime_ns,
-            facets,
-            version_link,
-        });
-    }
+        Some(ScannedFile { root: root_index, path: entry.path().to_path_buf(), rel_path, size: meta.len(), mtime_ns, facets, version_link })
+    })
 }
 
 fn link_target(dir: &Path) -> Option<String> {

@@ -56,6 +56,7 @@ pub struct TimeExtent {
 /// Reads one file's header. Errors name the file and what could not be read.
 pub fn read_header(path: &Path, request: &HeaderRequest) -> Result<FileHeader> {
     silence_hdf5_error_stack();
+    limit_chunk_cache();
     let file = netcdf::open(path).map_err(|e| anyhow!("not a readable netCDF file: {e}"))?;
 
     let mut global_attributes = BTreeMap::new();
@@ -94,6 +95,16 @@ pub fn read_header(path: &Path, request: &HeaderRequest) -> Result<FileHeader> {
     };
 
     Ok(FileHeader { global_attributes, variable_attributes, time, lat_range, lon_range, unstructured })
+}
+
+/// netCDF's default chunk cache (64 MiB per variable) is sized for reading
+/// data; we read a few values per file, so a small cache keeps memory flat.
+fn limit_chunk_cache() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: sets a library-wide default for files opened afterwards.
+        unsafe { netcdf_sys::nc_set_chunk_cache(1 << 20, 521, 0.75) };
+    });
 }
 
 /// HDF5 prints its error stack to stderr for every failed probe (netCDF 4.9
@@ -151,9 +162,10 @@ fn read_time(file: &netcdf::File, var: &netcdf::Variable) -> Result<Option<TimeE
     };
     let calendar = Calendar::parse(calendar_name.as_deref()).map_err(|e| anyhow!(e))?;
     let decoder = TimeUnits::parse(&units, calendar).map_err(|e| anyhow!(e))?;
-    let values: Vec<f64> = var.get_values::<f64, _>(..).context("reading values")?;
+    let steps = var.len();
     let fill = var.fill_value::<f64>().ok().flatten();
-    let values: Vec<f64> = values.into_iter().filter(|v| v.is_finite() && Some(*v) != fill && v.abs() < 1e30).collect();
+    let valid = |v: &f64| v.is_finite() && Some(*v) != fill && v.abs() < 1e30;
+    let values: Vec<f64> = endpoint_values(var)?.into_iter().filter(valid).collect();
     let (Some(min), Some(max)) = (values.iter().copied().reduce(f64::min), values.iter().copied().reduce(f64::max)) else {
         return Ok(None);
     };
@@ -164,7 +176,7 @@ fn read_time(file: &netcdf::File, var: &netcdf::Variable) -> Result<Option<TimeE
         _ => None,
     };
     if let Some(bounds) = bounds_name.as_deref().and_then(|b| file.variable(b)) {
-        let b: Vec<f64> = bounds.get_values::<f64, _>(..).with_context(|| format!("reading bounds {bounds_name:?}"))?;
+        let b: Vec<f64> = endpoint_values(&bounds).with_context(|| format!("reading bounds {bounds_name:?}"))?;
         let b: Vec<f64> = b.into_iter().filter(|v| v.is_finite() && v.abs() < 1e30).collect();
         if let (Some(lo), Some(hi)) = (b.iter().copied().reduce(f64::min), b.iter().copied().reduce(f64::max)) {
             start = lo;
@@ -175,7 +187,7 @@ fn read_time(file: &netcdf::File, var: &netcdf::Variable) -> Result<Option<TimeE
     Ok(Some(TimeExtent {
         calendar: calendar_name.unwrap_or_else(|| "standard".into()),
         units,
-        steps: values.len(),
+        steps,
         first: decode(min)?,
         last: decode(max)?,
         start: decode(start)?,
@@ -183,9 +195,29 @@ fn read_time(file: &netcdf::File, var: &netcdf::Variable) -> Result<Option<TimeE
     }))
 }
 
-/// Min and max of a coordinate, ignoring fill values.
+/// The first and last entries along the first dimension (whole rows for
+/// 2-D bounds). CF coordinate variables are monotonic, so their extremes are
+/// there: a daily axis stored one value per chunk costs two chunk reads, not
+/// thousands.
+fn endpoint_values(var: &netcdf::Variable) -> Result<Vec<f64>> {
+    let dims: Vec<usize> = var.dimensions().iter().map(|d| d.len()).collect();
+    let Some(&n) = dims.first() else { return Ok(var.get_values::<f64, _>(..)?) };
+    if n <= 2 {
+        return Ok(var.get_values::<f64, _>(..)?);
+    }
+    let row = |i: usize| -> Vec<netcdf::Extent> { std::iter::once(netcdf::Extent::from(i..i + 1)).chain(dims[1..].iter().map(|&d| netcdf::Extent::from(0..d))).collect() };
+    let mut values = var.get_values::<f64, _>(row(0))?;
+    values.extend(var.get_values::<f64, _>(row(n - 1))?);
+    Ok(values)
+}
+
+/// Min and max of a coordinate, ignoring fill values. A 1-D coordinate
+/// variable (named like its dimension) is monotonic: its ends suffice.
 fn coordinate_range(var: &netcdf::Variable) -> Result<Option<[f64; 2]>> {
-    let values: Vec<f64> = var.get_values::<f64, _>(..).with_context(|| format!("reading {:?}", var.name()))?;
+    let dims = var.dimensions();
+    let monotonic = dims.len() == 1 && dims[0].name() == var.name();
+    let values: Vec<f64> = if monotonic { endpoint_values(var) } else { var.get_values::<f64, _>(..).map_err(Into::into) }
+        .with_context(|| format!("reading {:?}", var.name()))?;
     let fill = var.fill_value::<f64>().ok().flatten();
     let mut range: Option<[f64; 2]> = None;
     for v in values {
