@@ -48,9 +48,15 @@ struct CollectionState {
     bbox: Option<[f64; 4]>,
     start: Option<DateTime<Utc>>,
     end: Option<DateTime<Utc>>,
-    /// summary property → value label → (value, count)
-    summaries: BTreeMap<String, BTreeMap<String, (Value, usize)>>,
+    /// summary property → value label → (value, count); `None` once it has
+    /// more than MAX_SUMMARY_VALUES values.
+    summaries: BTreeMap<String, Option<BTreeMap<String, (Value, usize)>>>,
 }
+
+/// A facet with more distinct values than this (member ids in a huge archive)
+/// is left out of the collection summaries and page: a list that long helps
+/// no one there, and the search index is where such facets are browsed.
+const MAX_SUMMARY_VALUES: usize = 1000;
 
 pub struct CatalogueWriter<'a> {
     pages: &'a HtmlPages,
@@ -216,9 +222,15 @@ impl CollectionState {
                 Some(v) => vec![v.clone()],
                 None => continue,
             };
+            let slot = self.summaries.entry(key.clone()).or_insert_with(|| Some(BTreeMap::new()));
+            let Some(counts) = slot else { continue };
             for v in values {
                 let label = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
-                self.summaries.entry(key.clone()).or_default().entry(label).or_insert((v, 0)).1 += 1;
+                counts.entry(label).or_insert((v, 0)).1 += 1;
+            }
+            if counts.len() > MAX_SUMMARY_VALUES {
+                tracing::info!("{key} has over {MAX_SUMMARY_VALUES} values: left out of the {} collection summaries", self.spec.id);
+                *slot = None;
             }
         }
     }
@@ -241,7 +253,7 @@ impl CollectionState {
             .spec
             .summaries
             .iter()
-            .filter_map(|k| self.summaries.get(k).map(|values| (k, values)))
+            .filter_map(|k| self.summaries.get(k).and_then(Option::as_ref).map(|values| (k, values)))
             .map(|(k, values)| {
                 json!({
                     "name": k, "label": k.rsplit(':').next().unwrap_or(k),
@@ -250,7 +262,7 @@ impl CollectionState {
             })
             .collect();
         let summaries: Map<String, Value> =
-            self.summaries.iter().map(|(k, v)| (k.clone(), Value::Array(v.values().map(|(v, _)| v.clone()).collect()))).collect();
+            self.summaries.iter().filter_map(|(k, v)| Some((k.clone(), Value::Array(v.as_ref()?.values().map(|(v, _)| v.clone()).collect())))).collect();
         if !summaries.is_empty() {
             c.summaries = Some(summaries);
         }

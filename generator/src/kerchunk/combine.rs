@@ -48,7 +48,8 @@ pub(crate) fn time_axis_arrays(tree: &Tree) -> Vec<String> {
 ///   value; overlapping or repeated times are refused, nothing is overwritten.
 /// - The time coordinate and its bounds are rebuilt from the values read from
 ///   each file and inlined as one chunk, in the first file's `units`: values
-///   of files with other units are re-expressed (integer time that would need
+///   of files with other units are re-expressed (the first file is the
+///   earliest one) (integer time that would need
 ///   fractions is refused; months/years units are refused).
 /// - Arrays without the time dimension (lat_bnds, a scalar height) are taken
 ///   from the first part; their shape and dtype must agree in every part.
@@ -58,7 +59,7 @@ pub(crate) fn time_axis_arrays(tree: &Tree) -> Vec<String> {
 ///   the last must hold a whole number of time chunks (zarr v2 allows only
 ///   the last chunk to be partial): 12 + 12 + 3 steps in chunks of 12 or 1
 ///   combine; 3 + 12 in chunks of 12 is refused.
-/// - Attributes (global and per array) are the first part's.
+/// - Attributes (global and per array) are the earliest part's.
 pub fn combine_along_time(parts: &[References]) -> Result<References> {
     let first = parts.first().ok_or_else(|| anyhow!("nothing to combine"))?;
     if parts.len() == 1 {
@@ -67,7 +68,6 @@ pub fn combine_along_time(parts: &[References]) -> Result<References> {
     let time = time_coordinate(&first.tree)
         .ok_or_else(|| anyhow!("{}: no time coordinate to combine along", first.source))?
         .to_string();
-    let axis_arrays = time_axis_arrays(&first.tree);
 
     // Each part's time values in the first part's units, for ordering.
     let ref_units = units_of(first, &time)?;
@@ -81,7 +81,8 @@ pub fn combine_along_time(parts: &[References]) -> Result<References> {
         let first_names: Vec<&String> = first.tree.arrays.keys().collect();
         if names != first_names {
             let differing = names.iter().chain(&first_names).find(|n| !part.tree.arrays.contains_key(**n) || !first.tree.arrays.contains_key(**n));
-            bail!("{}: its variables differ from {}'s (e.g. {:?})", part.source, first.source, differing);
+            let example = differing.map(|n| format!(" (e.g. {n})")).unwrap_or_default();
+            bail!("{}: its variables differ from {}'s{example}", part.source, first.source);
         }
         let units = units_of(part, &time).with_context(ctx)?;
         if units.1 != ref_units.1 {
@@ -101,6 +102,10 @@ pub fn combine_along_time(parts: &[References]) -> Result<References> {
         }
     }
     let parts: Vec<&References> = ordered.into_iter().map(|(_, p)| p).collect();
+    // From here on "first" is the earliest file: its units, attributes, arrays.
+    let first = parts[0];
+    let ref_units = units_of(first, &time)?;
+    let axis_arrays = time_axis_arrays(&first.tree);
 
     let mut tree = Tree { groups: first.tree.groups.clone(), arrays: BTreeMap::new() };
     for (name, base) in &first.tree.arrays {

@@ -89,18 +89,53 @@ pub(crate) fn read(path: &Path, url: &Arc<str>) -> Result<(Tree, Box<dyn ValueRe
         tree.groups.insert(gpath.clone(), convert_attrs(&attrs).with_context(|| format!("group /{gpath}"))?);
     }
     let ctx = FileCtx { file: &file, url };
-    let mut by_path = HashMap::new();
+    // netCDF's length of an unlimited dimension is the longest extent along it;
+    // shorter variables read fill values past their own extent.
+    let mut unlimited: HashMap<String, u64> = HashMap::new();
+    let mut built = Vec::new();
     for (dpath, ds) in datasets {
         let attrs = ds.attributes();
+        let names = ctx.dim_names(&ds, &attrs, &dims).with_context(|| format!("variable {dpath}"))?;
+        for (axis, name) in names.iter().enumerate() {
+            if ds.max_dims().and_then(|m| m.get(axis)) == Some(&u64::MAX) {
+                let len = unlimited.entry(name.clone()).or_default();
+                *len = (*len).max(ds.shape()[axis]);
+            }
+        }
         let is_pure_dimension = string_attr(&attrs, "NAME").is_some_and(|n| n.starts_with(PURE_DIMENSION));
         if is_pure_dimension {
             continue;
         }
-        let array = ctx.array(&ds, &attrs, &dims).with_context(|| format!("variable {dpath}"))?;
+        let (array, fill) = ctx.array(&ds, &attrs, names).with_context(|| format!("variable {dpath}"))?;
+        built.push((dpath, ds, array, fill));
+    }
+    let mut by_path = HashMap::new();
+    for (dpath, mut ds, mut array, fill) in built {
+        for (axis, name) in array.dims.iter().enumerate() {
+            if ds.max_dims().and_then(|m| m.get(axis)) == Some(&u64::MAX) {
+                array.shape[axis] = unlimited[name];
+            }
+        }
+        if array.shape != ds.shape() {
+            ds = ds.with_padded_shape(&array.shape).with_context(|| format!("variable {dpath}: padding to {:?}", array.shape))?;
+        }
+        let complete = array.chunk_refs.len() as u64 == array.grid_len();
+        array.fill_value = match fill {
+            FillInfo { attr: Some(v), .. } => Some(v),
+            // What netCDF reads where nothing was written: the dataset's fill value.
+            FillInfo { file, .. } if !complete && array.dtype.kind != Kind::VlenStr => Some(file),
+            _ => None,
+        };
         tree.arrays.insert(dpath.clone(), array);
         by_path.insert(dpath, ds);
     }
     Ok((tree, Box::new(Hdf5Values { datasets: by_path })))
+}
+
+/// `_FillValue` if set, and the value unwritten data read as.
+struct FillInfo {
+    attr: Option<Value>,
+    file: Value,
 }
 
 fn join(group: &str, name: &str) -> String {
@@ -127,7 +162,7 @@ impl FileCtx<'_> {
         self.file.superblock().offset_size
     }
 
-    fn array(&self, ds: &Dataset, attrs: &[Attribute], dims: &DimNames) -> Result<Array> {
+    fn array(&self, ds: &Dataset, attrs: &[Attribute], dims: Vec<String>) -> Result<(Array, FillInfo)> {
         let header = self.file.get_or_parse_header(ds.address())?;
         let (mut layout, mut pipeline, mut null_space, mut fill_message) = (None, Vec::new(), false, None);
         for message in &header.messages {
@@ -152,12 +187,20 @@ impl FileCtx<'_> {
             dtype,
             fill_value: None,
             filters: Vec::new(),
-            dims: self.dim_names(ds, attrs, dims)?,
+            dims,
             attrs: convert_attrs(attrs)?,
             chunk_refs: BTreeMap::new(),
             values: None,
         };
         let zeros = vec![0u64; array.shape.len()];
+        let fill = FillInfo {
+            attr: find(attrs, "_FillValue").map(|f| fill_value(dtype, &f.raw_data)).transpose()?,
+            file: match fill_message {
+                Some(bytes) if bytes.len() == dtype.size => fill_value(dtype, &bytes)?,
+                _ if dtype.kind == Kind::VlenStr => Value::Str(String::new()),
+                _ => fill_value(dtype, &vec![0; dtype.size])?,
+            },
+        };
 
         if dtype.kind == Kind::VlenStr {
             // The stored bytes are global-heap ids: inline the strings themselves.
@@ -166,7 +209,7 @@ impl FileCtx<'_> {
             if !strings.is_empty() {
                 array.chunk_refs.insert(zeros, Chunk::Inline(encode_vlen_utf8(&strings)));
             }
-            return Ok(array);
+            return Ok((array, fill));
         }
 
         let nbytes = array.nbytes();
@@ -197,17 +240,7 @@ impl FileCtx<'_> {
             }
         }
 
-        let complete = array.chunk_refs.len() as u64 == array.grid_len();
-        array.fill_value = match find(attrs, "_FillValue") {
-            Some(fill) => Some(fill_value(dtype, &fill.raw_data)?),
-            // What netCDF reads where nothing was written: the dataset's fill value.
-            None if !complete => Some(match fill_message {
-                Some(bytes) if bytes.len() == dtype.size => fill_value(dtype, &bytes)?,
-                _ => fill_value(dtype, &vec![0; dtype.size])?,
-            }),
-            None => None,
-        };
-        Ok(array)
+        Ok((array, fill))
     }
 
     fn chunk_entries(
@@ -245,9 +278,7 @@ impl FileCtx<'_> {
                 out
             }
             Some(ChunkIndexing::SingleChunk { filtered_size, filters }) => {
-                // Unfiltered single chunks record no size: it is the chunk's.
-                let size = if *filtered_size == 0 { array.chunks.iter().product::<u64>() * array.dtype.size as u64 } else { *filtered_size };
-                vec![Entry { offsets: vec![0; rank], address, size, mask: *filters }]
+                vec![Entry { offsets: vec![0; rank], address, size: *filtered_size, mask: *filters }]
             }
             Some(ChunkIndexing::Implicit) => from(hdf5_reader::chunk_index::collect_implicit_chunk_entries(
                 address,
@@ -276,8 +307,14 @@ impl FileCtx<'_> {
                 )?)
             }
         };
+        // Indexes of unfiltered chunks record no size (it is the chunk's).
+        let full = array.chunks.iter().product::<u64>() * array.dtype.size as u64;
         // HDF5 keeps chunks that a shrunk extent no longer covers: not data.
-        Ok(entries.into_iter().filter(|e| e.offsets.iter().zip(shape).all(|(o, s)| o < s) && !undefined(e.address, os)).collect())
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.offsets.iter().zip(shape).all(|(o, s)| o < s) && !undefined(e.address, os))
+            .map(|e| Entry { size: if e.size == 0 { full } else { e.size }, ..e })
+            .collect())
     }
 
     fn add_chunks(&self, ds: &Dataset, array: &mut Array, pipeline: &[FilterDescription], entries: Vec<Entry>) -> Result<()> {
