@@ -14,6 +14,16 @@ $fedstac sample site/archive
 $fedstac build -c config/demo-ceda.yaml
 $fedstac build -c config/demo-dkrz.yaml
 
+# Client-side search: the viewer at the site root (http://localhost:8000/), searching
+# each site's index (site/<name>/index/); sites.json lists the sites to choose from.
+target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+scripts/build-viewer.sh "$target/viewer-release" --release
+cp -r "$target/viewer-release/." site/
+cat > site/sites.json <<'JSON'
+[{"name": "ceda", "title": "CEDA CMIP6 (demo)", "href": "ceda/"},
+ {"name": "dkrz", "title": "DKRZ CMIP6 (demo)", "href": "dkrz/"}]
+JSON
+
 echo
-echo "fedstac demo: http://localhost:$port/   (Ctrl-C to stop)"
+echo "fedstac demo: http://localhost:$port/ (search)  catalogues: /ceda/catalog.html /dkrz/catalog.html   (Ctrl-C to stop)"
 exec python3 -m http.server "$port" --bind 127.0.0.1 --directory site

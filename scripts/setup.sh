@@ -8,7 +8,11 @@ cd "$(dirname "$0")/.."
 want_test=0
 [[ "${1:-}" == "--test" ]] && want_test=1
 
-packages=(libnetcdf-dev libhdf5-dev netcdf-bin pkg-config python3 python3-venv util-linux)
+# nginx: the federation tests and bench serve two sites on loopback ports (started by the tests, never as a service).
+packages=(libnetcdf-dev libhdf5-dev netcdf-bin pkg-config python3 python3-venv util-linux nginx)
+# Client-side search: the browser tests drive Debian's Chromium (playwright-core from npm) against nginx.
+((want_test)) && packages+=(chromium chromium-driver nginx)
+((want_test)) && ! command -v npm >/dev/null && packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,6 +35,32 @@ if ((want_test)); then
     rm -rf .venv
     python3 -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+    echo "$sum" > "$stamp"
+  fi
+fi
+
+# --- Client-side search viewer (viewer/, Leptos CSR built with trunk): wasm32 target, trunk, and a
+# wasm-bindgen-cli equal to Cargo.lock's wasm-bindgen. Slow the first time (trunk ~11 min, wasm-bindgen ~4 min).
+rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || {
+  echo "setup: adding the wasm32-unknown-unknown target" >&2
+  rustup target add wasm32-unknown-unknown >/dev/null
+}
+command -v trunk >/dev/null || {
+  echo "setup: installing trunk 0.21 (about 11 minutes)" >&2
+  cargo install trunk --version '~0.21' --locked --quiet
+}
+wasm_bindgen=$(sed -n '/^name = "wasm-bindgen"$/{n;s/^version = "\(.*\)"$/\1/p;}' Cargo.lock)
+[[ "$(wasm-bindgen --version 2>/dev/null)" == "wasm-bindgen $wasm_bindgen" ]] || {
+  echo "setup: installing wasm-bindgen-cli $wasm_bindgen (about 4 minutes)" >&2
+  cargo install wasm-bindgen-cli --version "$wasm_bindgen" --force --quiet
+}
+if ((want_test)); then
+  # playwright-core for the browser tests (tests/browser), reinstalled when its lock changes.
+  stamp=tests/browser/node_modules/.lock.sha256
+  sum=$(sha256sum tests/browser/package-lock.json | cut -d' ' -f1)
+  if [[ "$(cat "$stamp" 2>/dev/null)" != "$sum" ]]; then
+    echo "setup: installing the browser-test packages (npm ci)" >&2
+    (cd tests/browser && npm ci --no-audit --no-fund --silent)
     echo "$sum" > "$stamp"
   fi
 fi

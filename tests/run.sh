@@ -13,3 +13,8 @@ cargo test --workspace --locked --quiet
 
 FEDSTAC_BIN="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/fedstac" \
   .venv/bin/python -m pytest tests/python -q -p no:cacheprovider
+
+# Client-side search: the viewer (debug build) in headless Chromium against a real nginx.
+target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+scripts/build-viewer.sh "$target/viewer-dist"
+(cd tests/browser && FEDSTAC_BIN="$target/debug/fedstac" VIEWER_DIST="$target/viewer-dist" node --test --test-concurrency=1 viewer.test.mjs)

@@ -15,6 +15,7 @@ use crate::catalogue::CatalogueWriter;
 use crate::config::SiteConfig;
 use crate::html::HtmlPages;
 use crate::items::{self, FileRecord, ItemsReport, RootContext};
+use crate::merge::{MergeSummary, Merger};
 use crate::output::SiteWriter;
 use crate::read;
 use crate::recipe::{PathRejection, Recipe};
@@ -47,6 +48,8 @@ pub struct BuildSummary {
     pub outputs_written: usize,
     pub outputs_unchanged: usize,
     pub outputs_removed: usize,
+    /// Partner items merged in (federation).
+    pub merge: MergeSummary,
     /// The full summary as JSON (beside the cache; it names local paths).
     pub report_path: Option<PathBuf>,
 }
@@ -87,6 +90,10 @@ pub async fn build(opts: BuildOptions) -> Result<BuildSummary> {
     let pages = HtmlPages::new(config.templates.as_deref())?;
     let mut writer = SiteWriter::begin(&config.output)?;
     let mut catalogue = CatalogueWriter::new(&config.site, &pages);
+    // Federation: the partners' mirrored items join this site's (merge.rs).
+    let mut merger = Merger::open(&config, &recipes)?;
+    // search index (client-side search): fed every item the catalogue writes
+    let mut search = crate::search_index::SearchIndex::new(&config.site)?;
     let mut report = ItemsReport::default();
     let mut failures = Vec::new();
 
@@ -133,7 +140,7 @@ pub async fn build(opts: BuildOptions) -> Result<BuildSummary> {
     while let Some((dataset, outcome)) = results.next().await {
         bar.inc(1);
         if dataset != group_key {
-            flush_dataset(&config.site.name, &contexts, &recipes, std::mem::take(&mut group), &mut writer, &mut catalogue, &mut report)?;
+            flush_dataset(&config.site.name, &contexts, &recipes, std::mem::take(&mut group), &mut writer, &mut catalogue, &mut search, &mut merger, &mut report)?;
             group_key = dataset;
         }
         match outcome {
@@ -153,7 +160,21 @@ pub async fn build(opts: BuildOptions) -> Result<BuildSummary> {
             }
         }
     }
-    flush_dataset(&config.site.name, &contexts, &recipes, group, &mut writer, &mut catalogue, &mut report)?;
+    flush_dataset(&config.site.name, &contexts, &recipes, group, &mut writer, &mut catalogue, &mut search, &mut merger, &mut report)?;
+    // Federation: datasets held only at partners (merge.rs).
+    while let Some(next) = merger.next_partner_only(&mut report.warnings) {
+        let (recipe, dataset) = next?;
+        let id = dataset.item.id.clone();
+        let indexed = search.input(&dataset, &recipe.file.collection.id);
+        // A partner item that cannot be written (its metadata breaks a page) is left out, not fatal;
+        // add_item renders before it writes, so nothing of it is left behind.
+        match catalogue.add_item(&mut writer, &recipe.file.collection, &recipe.file.extensions, dataset) {
+            Ok(true) => search.add(&mut writer, indexed).with_context(|| format!("indexing item {id}"))?,
+            Ok(false) => {}
+            Err(e) => report.warnings.push(format!("{id}: partner item left out: {e:#}")),
+        }
+    }
+    summary.merge = merger.summary();
     bar.finish_and_clear();
     drop(results);
     summary.files_seen = counts.seen;
@@ -176,6 +197,7 @@ pub async fn build(opts: BuildOptions) -> Result<BuildSummary> {
     // Catalogue pages, then the atomic swap.
     let t_items = started.elapsed();
     let stats = catalogue.finish(&mut writer)?;
+    search.finish(&mut writer)?;
     let t_pages = started.elapsed();
     let written = writer.commit()?;
     tracing::debug!("timings: scan+read+items {:.2?}, catalogue pages {:.2?}, sync+swap {:.2?}", t_items, t_pages - t_items, started.elapsed() - t_pages);
@@ -192,7 +214,8 @@ pub async fn build(opts: BuildOptions) -> Result<BuildSummary> {
     Ok(summary)
 }
 
-/// Builds one dataset's items and hands them to the catalogue.
+/// Builds one dataset's items, merges partner copies in, and hands them to the catalogue.
+#[allow(clippy::too_many_arguments)]
 fn flush_dataset(
     site_name: &str,
     contexts: &[RootContext],
@@ -200,14 +223,23 @@ fn flush_dataset(
     records: Vec<FileRecord>,
     writer: &mut SiteWriter,
     catalogue: &mut CatalogueWriter,
+    search: &mut crate::search_index::SearchIndex,
+    merger: &mut Merger,
     report: &mut ItemsReport,
 ) -> Result<()> {
     let Some(first) = records.first() else { return Ok(()) };
     let recipe = &recipes[first.file.root];
-    for dataset in items::build_items(site_name, contexts, &records, report)? {
+    let mut datasets = items::build_items(site_name, contexts, &records, report)?;
+    // Federation: partner copies, held_at, latest/retracted across sites (merge.rs).
+    merger.merge_local(&mut datasets, &mut report.warnings)?;
+    for dataset in datasets {
         let id = dataset.item.id.clone();
+        // search index: the item as written, at its path in the tree
+        let indexed = search.input(&dataset, &recipe.file.collection.id);
         if !catalogue.add_item(writer, &recipe.file.collection, &recipe.file.extensions, dataset).with_context(|| format!("writing item {id}"))? {
             report.warnings.push(format!("{id}: found again under another root; the first copy is kept"));
+        } else {
+            search.add(writer, indexed).with_context(|| format!("indexing item {id}"))?;
         }
     }
     Ok(())

@@ -94,7 +94,8 @@ impl<'a> CatalogueWriter<'a> {
         );
         let mut crumbs = breadcrumbs(&spec.id, &hierarchy);
         crumbs.push(json!({"title": hierarchy.last().cloned().unwrap_or_else(|| spec.id.clone()), "href": format!("./{parent_page}")}));
-        let page = json!({"kind": "item", "stac": item, "breadcrumbs": crumbs, "json_href": format!("./{}.json", item.id)});
+        // `site`: the item page says when a dataset is held elsewhere (federation).
+        let page = json!({"kind": "item", "stac": item, "breadcrumbs": crumbs, "json_href": format!("./{}.json", item.id), "site": self.site.name});
         // Render both before writing either, so a failure leaves no orphan behind.
         let html = self.pages.render(PageKind::Item, &page)?;
         let json = to_json(&item)?;

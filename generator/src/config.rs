@@ -27,6 +27,19 @@ pub struct SiteConfig {
     /// Templates directory; the templates built into fedstac when absent.
     #[serde(default)]
     pub templates: Option<PathBuf>,
+    /// Partner sites whose catalogues `fedstac harvest` mirrors (under
+    /// `<cache>/partners/<name>/`) and `fedstac build` merges in.
+    #[serde(default)]
+    pub partners: Vec<PartnerConfig>,
+}
+
+/// A partner site: its short name (the `alternate:name` of its copies) and
+/// the URL of its root `catalog.json`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerConfig {
+    pub name: String,
+    pub url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -57,6 +70,11 @@ fn default_cache() -> PathBuf {
 }
 fn yes() -> bool {
     true
+}
+
+/// A site or partner name: used as a directory name and as `alternate:name`.
+pub fn is_site_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && !name.starts_with('.') && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 impl SiteConfig {
@@ -100,8 +118,20 @@ impl SiteConfig {
         if self.roots.is_empty() {
             bail!("no roots to scan");
         }
-        if !self.site.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || self.site.name.is_empty() {
+        if !is_site_name(&self.site.name) {
             bail!("site.name {:?} must be letters, digits, '-', '_' or '.'", self.site.name);
+        }
+        let mut names = std::collections::BTreeSet::from([self.site.name.as_str()]);
+        for p in &self.partners {
+            if !is_site_name(&p.name) {
+                bail!("partner name {:?} must be letters, digits, '-', '_' or '.'", p.name);
+            }
+            if !names.insert(p.name.as_str()) {
+                bail!("partner name {:?} is used twice (or is this site's name)", p.name);
+            }
+            if !(p.url.starts_with("http://") || p.url.starts_with("https://")) {
+                bail!("url {:?} of partner {} must be an http(s) URL", p.url, p.name);
+            }
         }
         for root in &self.roots {
             if !(root.data_url.starts_with("http://") || root.data_url.starts_with("https://")) {

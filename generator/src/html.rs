@@ -71,9 +71,10 @@ pub fn safe_href(href: String) -> String {
     }
 }
 
-fn human_size(bytes: u64) -> String {
+/// Takes any number: partner metadata may hold floats or negatives, and a page must still render.
+fn human_size(bytes: f64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = bytes as f64;
+    let mut value = bytes;
     let mut unit = 0;
     while value >= 1024.0 && unit < UNITS.len() - 1 {
         value /= 1024.0;

@@ -6,16 +6,24 @@
 //! item per dataset version) → [`catalogue`] + [`html`] (the static tree),
 //! written atomically by [`output`]. [`build`] sequences them; [`sample`]
 //! writes a synthetic archive for demos and benchmarks.
+//!
+//! Federation: [`harvest`] mirrors a partner's static catalogue (outside the
+//! site), [`merge`] holds the rules by which `build` merges the mirrored
+//! items in, and [`diff`] compares what two sites answer.
 
 pub mod build;
 pub mod cache;
 pub mod catalogue;
 pub mod config;
+pub mod diff;
+pub mod harvest;
 pub mod html;
 pub mod items;
 pub mod kerchunk;
+pub mod merge;
 pub mod output;
 pub mod read;
 pub mod recipe;
 pub mod sample;
 pub mod scan;
+pub mod search_index;

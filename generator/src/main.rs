@@ -2,12 +2,22 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use fedstac::build::{build, BuildOptions, BuildSummary};
 use fedstac::config::SiteConfig;
+use fedstac::diff::{diff, load_site};
+use fedstac::harvest::fetch::FetchOptions;
+use fedstac::harvest::{harvest, HarvestOptions, HarvestReport, Target};
+use fedstac::merge::Placer;
 use fedstac::sample::{write_sample_archive, SampleSpec};
+
+/// Many small allocations freed on other threads (tokio workers, HTTP buffers,
+/// JSON values): mimalloc handles them far better than glibc's malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(name = "fedstac", version, about = "Static, federated STAC catalogues for CMIP6 archives")]
@@ -45,6 +55,60 @@ enum Command {
         #[arg(short, long, default_value_t = 8)]
         jobs: usize,
     },
+    /// Mirror partner catalogues (the config's `partners`, or one URL) for the next build to merge.
+    ///
+    /// Exit status: 0 harvested cleanly; 2 harvested, but documents were
+    /// refused or failed (listed in the report); 1 nothing was harvested.
+    Harvest {
+        /// Partner catalogue URL (its root catalog.json); default: every partner in the config.
+        url: Option<String>,
+        /// Site config (YAML): partners, and the cache the mirrors live in.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Cache directory (overrides the config's `cache`); mirrors go to <cache>/partners/<name>/.
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Partner name for URL (default: the configured partner with that URL, else the URL's host).
+        #[arg(long)]
+        name: Option<String>,
+        /// Requests in flight at once.
+        #[arg(short, long, default_value_t = 16)]
+        jobs: usize,
+        /// Seconds a request may take.
+        #[arg(long, default_value_t = 30.0)]
+        timeout: f64,
+        /// Further attempts after a transient failure.
+        #[arg(long, default_value_t = 3)]
+        retries: u32,
+        /// First retry delay in seconds (doubled each time).
+        #[arg(long, default_value_t = 0.25)]
+        backoff: f64,
+        /// Largest catalogue or item accepted, in bytes.
+        #[arg(long, default_value_t = 16 << 20)]
+        max_document_bytes: u64,
+        /// Largest partner manifest accepted, in bytes.
+        #[arg(long, default_value_t = 1 << 30)]
+        max_manifest_bytes: u64,
+        /// Give up (changing nothing) past this many documents.
+        #[arg(long, default_value_t = 10_000_000)]
+        max_documents: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare the datasets two sites answer with (URLs or directories); exit 1 when they differ.
+    Diff {
+        /// Site A: URL of its catalog.json (or site directory), or a directory.
+        a: String,
+        /// Site B.
+        b: String,
+        /// Documents read at once.
+        #[arg(short, long, default_value_t = 16)]
+        jobs: usize,
+        /// Print the differences as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a small synthetic CMIP6 archive (two sites, partial overlap).
     Sample {
         /// Directory to write into.
@@ -66,7 +130,7 @@ fn main() -> ExitCode {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi).init();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -74,8 +138,65 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<u8> {
     match cli.command {
+        Command::Harvest { url, config, cache, name, jobs, timeout, retries, backoff, max_document_bytes, max_manifest_bytes, max_documents, json } => {
+            let opts = HarvestOptions {
+                fetch: FetchOptions { timeout: Duration::from_secs_f64(timeout), connect_timeout: Duration::from_secs_f64(timeout.min(10.0)), retries, backoff: Duration::from_secs_f64(backoff) },
+                jobs,
+                max_document_bytes,
+                max_manifest_bytes,
+                max_documents,
+                progress: !cli.quiet && !json,
+                ..HarvestOptions::default()
+            };
+            let site = config.as_deref().map(SiteConfig::load).transpose()?;
+            let cache = cache.or_else(|| site.as_ref().map(|s| s.cache.clone())).unwrap_or_else(|| PathBuf::from(".fedstac-cache"));
+            let targets: Vec<Target> = match (&url, &site) {
+                (Some(u), _) => {
+                    let configured = site.iter().flat_map(|s| &s.partners).find(|p| &p.url == u).map(|p| p.name.clone());
+                    let name = name.or(configured).or_else(|| url::Url::parse(u).ok().and_then(|x| x.host_str().map(|h| format!("{h}{}", x.port().map(|p| format!("-{p}")).unwrap_or_default())))).context("give the partner a --name")?;
+                    vec![Target { name, url: u.clone() }]
+                }
+                (None, Some(s)) if !s.partners.is_empty() => s.partners.iter().map(Target::from).collect(),
+                _ => anyhow::bail!("nothing to harvest: give a partner URL, or a config (-c) with partners"),
+            };
+            let placer = std::sync::Arc::new(match &site {
+                Some(s) => Placer::for_config(s)?,
+                None => Placer::new(Vec::new())?,
+            });
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+            let mut code = 0;
+            for target in targets {
+                let report = runtime.block_on(harvest(&target, &cache, placer.clone(), &opts)).with_context(|| format!("harvesting {}", target.name))?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else if !cli.quiet {
+                    print_harvest(&report);
+                }
+                code = code.max(report.exit_code());
+            }
+            Ok(code)
+        }
+        Command::Diff { a, b, jobs, json } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+            let opts = FetchOptions::default();
+            let (sa, sb) = match runtime.block_on(async { futures::try_join!(load_site(&a, &opts, jobs), load_site(&b, &opts, jobs)) }) {
+                Ok(sites) => sites,
+                Err(e) => {
+                    // 2: the comparison could not be made (1 means the sites differ).
+                    eprintln!("error: {e:#}");
+                    return Ok(2);
+                }
+            };
+            let d = diff(&sa, &sb);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else if !cli.quiet {
+                d.print(LISTED);
+            }
+            Ok(if d.is_empty() { 0 } else { 1 })
+        }
         Command::Build { config, output, cache, no_checksums, strict, jobs } => {
             let mut site = SiteConfig::load(&config)?;
             if let Some(o) = output {
@@ -94,14 +215,14 @@ fn run(cli: Cli) -> Result<()> {
             if !cli.quiet {
                 print_summary(&summary, &output, started.elapsed());
             }
-            Ok(())
+            Ok(0)
         }
         Command::Sample { dir, extra_datasets } => {
             let report = write_sample_archive(&dir, &SampleSpec { extra_datasets })?;
             if !cli.quiet {
                 println!("wrote {} files in {} datasets ({} bytes) under {}", report.files, report.datasets, report.bytes, dir.display());
             }
-            Ok(())
+            Ok(0)
         }
     }
 }
@@ -129,9 +250,38 @@ fn print_summary(s: &BuildSummary, output: &std::path::Path, elapsed: std::time:
     if s.warnings.len() > LISTED {
         println!("    … {} more in the build report", s.warnings.len() - LISTED);
     }
+    let m = &s.merge;
+    if !m.partners.is_empty() {
+        let partners: Vec<String> = m.partners.iter().map(|p| if p.harvested { format!("{} ({} mirrored)", p.name, p.items) } else { format!("{} (not harvested yet)", p.name) }).collect();
+        println!("  partners       {:>8}  {}", m.partners.len(), partners.join(", "));
+        println!("  merged         {:>8}  items with partner copies, {} held only at partners, {} superseded by a partner's newer version", m.merged, m.partner_only, m.superseded);
+        println!("  conflicts      {:>8}", m.conflicts.len());
+    }
     println!("  peak memory    {:>8.1} MiB", peak_rss_mib());
     if let Some(report) = &s.report_path {
         println!("  build report   {}", report.display());
+    }
+}
+
+fn print_harvest(r: &HarvestReport) {
+    println!("fedstac harvest {}: {} in {:.2}s ({})", r.partner, r.outcome, r.seconds, r.url);
+    println!("  manifest       {}", r.manifest);
+    println!("  requests       {:>8}  ({} not modified, {} retries), {} bytes received", r.requests, r.not_modified, r.retries, r.bytes);
+    println!("  documents      {:>8}  fetched, {} known unchanged, {} resumed from an interrupted harvest", r.fetched, r.reused, r.resumed);
+    println!("  mirror         {:>8}  items in {} catalogues: {} added, {} changed, {} removed", r.items, r.catalogs, r.items_added, r.items_changed, r.items_removed);
+    println!("  refused        {:>8}", r.refused);
+    println!("  failed         {:>8}  ({} kept their previous copy)", r.failed, r.kept_previous);
+    for p in r.problems.iter().take(LISTED) {
+        println!("    {} {}: {}", p.kind, p.url, p.reason);
+    }
+    if r.problems.len() > LISTED {
+        println!("    … {} more in the report", r.problems.len() - LISTED);
+    }
+    if !r.notes.is_empty() {
+        println!("  notes          {:>8}  (dropped hrefs, links, fields; in the report)", r.notes.len());
+    }
+    if let Some(p) = &r.path {
+        println!("  report         {p}");
     }
 }
 

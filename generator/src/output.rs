@@ -119,6 +119,13 @@ impl SiteWriter {
         self.stats.removed = self.previous.len() - self.previous_seen;
         self.manifest.write_all(b"\n}}\n")?;
         self.manifest.flush().context("writing manifest")?;
+        // An unchanged manifest keeps its mtime too: a harvesting partner's
+        // conditional request for it then answers 304 and the harvest stops there.
+        let (staged, live) = (self.staging.join(MANIFEST), self.live.join(MANIFEST));
+        if same_bytes(&staged, &live) {
+            std::fs::remove_file(&staged).context("replacing the manifest")?;
+            std::fs::hard_link(&live, &staged).context("reusing the unchanged manifest")?;
+        }
         // Data must be on disk before the rename makes it live.
         sync_tree(&self.staging)?;
         if self.live.exists() {
@@ -129,6 +136,28 @@ impl SiteWriter {
             std::fs::rename(&self.staging, &self.live).with_context(|| format!("moving {} into place", self.live.display()))?;
         }
         Ok(self.stats)
+    }
+}
+
+/// Whether two files hold the same bytes (false if either is unreadable).
+fn same_bytes(a: &Path, b: &Path) -> bool {
+    let (Ok(ma), Ok(mb)) = (std::fs::metadata(a), std::fs::metadata(b)) else { return false };
+    if ma.len() != mb.len() {
+        return false;
+    }
+    let (Ok(fa), Ok(fb)) = (std::fs::File::open(a), std::fs::File::open(b)) else { return false };
+    let (mut ra, mut rb) = (BufReader::new(fa), BufReader::new(fb));
+    loop {
+        let (Ok(ba), Ok(bb)) = (ra.fill_buf(), rb.fill_buf()) else { return false };
+        if ba.is_empty() || bb.is_empty() {
+            return ba.is_empty() && bb.is_empty();
+        }
+        let n = ba.len().min(bb.len());
+        if ba[..n] != bb[..n] {
+            return false;
+        }
+        ra.consume(n);
+        rb.consume(n);
     }
 }
 

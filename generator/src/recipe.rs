@@ -22,6 +22,11 @@ const BUILTIN: &[(&str, &str)] = &[
     ("cordex", include_str!("../recipes/cordex.yaml")),
 ];
 
+/// Names of the recipes built into fedstac.
+pub fn builtin_names() -> impl Iterator<Item = &'static str> {
+    BUILTIN.iter().map(|(name, _)| *name)
+}
+
 /// The recipe file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

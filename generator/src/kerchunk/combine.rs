@@ -73,7 +73,7 @@ pub fn combine_along_time(parts: &[References]) -> Result<References> {
     let ref_units = units_of(first, &time)?;
     let mut ordered: Vec<(f64, &References)> = Vec::new();
     for part in parts {
-        let ctx = || format!("{}", part.source);
+        let ctx = || part.source.clone();
         if time_coordinate(&part.tree) != Some(time.as_str()) {
             bail!("{}: the time coordinate is not {time:?}", part.source);
         }
@@ -137,7 +137,7 @@ fn units_of(part: &References, time: &str) -> Result<(Units, Calendar)> {
 
 fn time_values(array: &Array) -> Result<Vec<f64>> {
     let bytes = array.values.as_ref().ok_or_else(|| anyhow!("time values were not read (references not made by file_references)"))?;
-    array.dtype.to_f64s(bytes).ok_or_else(|| anyhow!("time has non-numeric dtype {}", array.dtype.zarr()))
+    array.dtype.decode_f64s(bytes).ok_or_else(|| anyhow!("time has non-numeric dtype {}", array.dtype.zarr()))
 }
 
 /// Time coordinate or bounds: values of every part, in the first part's
@@ -157,7 +157,7 @@ fn concat_values(parts: &[&References], name: &str, time: &str, target: &Units) 
             bytes.extend_from_slice(raw);
         } else {
             let values: Vec<f64> = time_values(array)?.into_iter().map(|v| units.convert(v, target)).collect();
-            let encoded = array.dtype.from_f64s(&values).ok_or_else(|| {
+            let encoded = array.dtype.encode_f64s(&values).ok_or_else(|| {
                 anyhow!("{}: its times in {}'s units are not whole numbers of dtype {}", part.source, parts[0].source, array.dtype.zarr())
             })?;
             bytes.extend_from_slice(&encoded);

@@ -53,7 +53,7 @@ impl ValueReader for Hdf5Values {
 }
 
 pub(crate) fn read(path: &Path, url: &Arc<str>) -> Result<(Tree, Box<dyn ValueReader>)> {
-    let file = Hdf5File::open(path).map_err(|e| anyhow!("not a readable HDF5 file: {e}"))?;
+    let file = Hdf5File::open(path).map_err(|e| anyhow!("neither netCDF classic nor a readable netCDF-4/HDF5 file: {e}"))?;
 
     // Every group and dataset first: dimension names are looked up across groups.
     let mut groups: Vec<(String, Group)> = Vec::new();
@@ -381,7 +381,7 @@ impl FileCtx<'_> {
             }
             return Ok(names);
         }
-        let coordinates = find(attrs, "_Netcdf4Coordinates").and_then(|a| int_list(a));
+        let coordinates = find(attrs, "_Netcdf4Coordinates").and_then(int_list);
         let is_scale = string_attr(attrs, "CLASS").as_deref() == Some("DIMENSION_SCALE");
         let own = base_name(ds.name().strip_prefix(NON_COORD_PREFIX).unwrap_or(ds.name())).to_string();
         Ok((0..rank)

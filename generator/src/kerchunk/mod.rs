@@ -125,8 +125,9 @@ fn build(path: &Path, url: &str) -> Result<References> {
     let n = File::open(path)?.read(&mut magic)?;
     let (mut tree, reader): (Tree, Box<dyn ValueReader>) = match &magic[..n.min(8)] {
         [b'C', b'D', b'F', v @ (1 | 2 | 5), ..] => netcdf3::read(path, &url, *v)?,
-        m if m.starts_with(b"\x89HDF\r\n\x1a\n") => hdf5::read(path, &url)?,
-        _ => bail!("not a netCDF file (neither classic nor netCDF-4/HDF5 at offset 0)"),
+        [b'C', b'D', b'F', v, ..] => bail!("unknown netCDF classic version {v}"),
+        // HDF5 (the signature may also sit behind a user block).
+        _ => hdf5::read(path, &url)?,
     };
 
     let time_axis = combine::time_axis_arrays(&tree);

@@ -66,7 +66,13 @@ fn write_float(out: &mut String, f: f64, quoted_non_finite: bool) {
     } else if f == f64::NEG_INFINITY {
         "-Infinity"
     } else {
-        out.push_str(&serde_json::Number::from_f64(f).expect("finite").to_string());
+        // ryu writes `1e20`; Python's json writes `1e+20`. Both parse the same,
+        // but matching Python keeps sidecars diffable against kerchunk's.
+        let text = serde_json::Number::from_f64(f).expect("finite").to_string();
+        match text.split_once('e') {
+            Some((mantissa, exp)) if !exp.starts_with('-') => write!(out, "{mantissa}e+{exp}").unwrap(),
+            _ => out.push_str(&text),
+        }
         return;
     };
     if quoted_non_finite {
@@ -141,7 +147,7 @@ impl Dtype {
     }
 
     /// Decodes every element of `bytes` to f64 (for time axes).
-    pub(crate) fn to_f64s(&self, bytes: &[u8]) -> Option<Vec<f64>> {
+    pub(crate) fn decode_f64s(&self, bytes: &[u8]) -> Option<Vec<f64>> {
         bytes
             .chunks_exact(self.size)
             .map(|b| match self.decode(b)? {
@@ -155,7 +161,7 @@ impl Dtype {
 
     /// Encodes f64 values in this dtype; None when a value does not fit exactly
     /// (an integer dtype given a fraction).
-    pub(crate) fn from_f64s(&self, values: &[f64]) -> Option<Vec<u8>> {
+    pub(crate) fn encode_f64s(&self, values: &[f64]) -> Option<Vec<u8>> {
         let mut out = Vec::with_capacity(values.len() * self.size);
         for &v in values {
             let mut le = match (self.kind, self.size) {
@@ -394,15 +400,15 @@ mod tests {
         let i2 = Dtype { kind: Kind::Int, size: 2, big_endian: false };
         assert_eq!(i2.decode(&(-300i16).to_le_bytes()), Some(Value::Int(-300)));
         assert_eq!(Dtype { kind: Kind::Bytes, size: 1, big_endian: false }.zarr(), "|S1");
-        assert_eq!(i2.from_f64s(&[1.5]), None);
-        assert_eq!(i2.from_f64s(&[-2.0]), Some((-2i16).to_le_bytes().to_vec()));
+        assert_eq!(i2.encode_f64s(&[1.5]), None);
+        assert_eq!(i2.encode_f64s(&[-2.0]), Some((-2i16).to_le_bytes().to_vec()));
     }
 
     #[test]
     fn values_write_python_json() {
         let mut s = String::new();
         Value::List(vec![Value::Float(f64::NAN), Value::Float(1e20), Value::Int(-3)]).write(&mut s);
-        assert_eq!(s, "[NaN,1e20,-3]");
+        assert_eq!(s, "[NaN,1e+20,-3]");
         assert_eq!(inline_text(b"abc"), "abc");
         assert_eq!(inline_text(&[0, 1]), "base64:AAE=");
         assert_eq!(chunk_key(&[]), "0");

@@ -210,7 +210,7 @@ pub(crate) fn read(path: &Path, url: &Arc<str>, version: u8) -> Result<(Tree, Bo
     };
     if numrecs == STREAMING || (version == 5 && numrecs == u64::MAX) {
         let first = record_vars.iter().map(|v| v.begin).min().unwrap_or(file_len);
-        numrecs = if recsize == 0 { 0 } else { file_len.saturating_sub(first) / recsize };
+        numrecs = file_len.saturating_sub(first).checked_div(recsize).unwrap_or(0);
     }
 
     let mut tree = Tree::default();

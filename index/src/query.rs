@@ -1,0 +1,801 @@
+//! The query engine. It is synchronous and does no I/O: each step says which
+//! index files it needs ([`Engine::result_files`], [`Engine::count_files`],
+//! [`Engine::page_files`]), the caller fetches them (over HTTP in the viewer,
+//! from disk natively) into a [`Files`] store, and the next step computes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use roaring::RoaringBitmap;
+
+use crate::codec::{self, FormatError, Result};
+use crate::{tokenize, Doc, Meta, FORMAT, PAGE_SIZE, VERSION};
+
+/// Facet counts over blocks are computed only when the docs they must look
+/// at span at most this many blocks; broader combined filters show no counts.
+pub const MAX_COUNT_BLOCKS: usize = 24;
+
+/// A facet filter whose posting files total more than this is evaluated from
+/// the blocks of the docs the other filters leave (when they span at most
+/// [`MAX_DEFER_BLOCKS`] blocks) instead of downloading its postings.
+pub const DEFER_BYTES: u64 = 48 * 1024;
+pub const MAX_DEFER_BLOCKS: usize = 32;
+
+/// A search: what the viewer's URL holds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Query {
+    /// Facet short name → selected values (OR within, AND across facets).
+    pub facets: BTreeMap<String, Vec<String>>,
+    /// Free text: every term must prefix some token.
+    pub text: String,
+    /// Inclusive time range in seconds since 1970 (either end open).
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    /// West, south, east, north (west > east crosses the antimeridian).
+    pub bbox: Option<[f64; 4]>,
+    /// 0-based result page.
+    pub page: usize,
+}
+
+impl Query {
+    /// From URL query parameters (`f.<facet>=<value>` repeated, `q`, `from`,
+    /// `to` as dates or RFC 3339 times, `bbox=w,s,e,n`, `page` 1-based).
+    /// Parameters it does not know (`site`, `item`) are ignored.
+    pub fn from_params<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>) -> Query {
+        let mut q = Query::default();
+        for (k, v) in params {
+            match k {
+                "q" => q.text = v.to_string(),
+                "from" => q.from = parse_time(v, false),
+                "to" => q.to = parse_time(v, true),
+                "bbox" => {
+                    let parts: Vec<f64> = v.split(',').filter_map(|p| p.trim().parse().ok()).collect();
+                    if let [w, s, e, n] = parts[..] {
+                        if [w, s, e, n].iter().all(|x| x.is_finite()) && s <= n {
+                            q.bbox = Some([w, s, e, n]);
+                        }
+                    }
+                }
+                "page" => q.page = v.parse::<usize>().unwrap_or(1).max(1) - 1,
+                _ => {
+                    if let Some(name) = k.strip_prefix("f.") {
+                        let values = q.facets.entry(name.to_string()).or_default();
+                        if !values.iter().any(|x| x == v) {
+                            values.push(v.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        q.facets.retain(|_, v| !v.is_empty());
+        q
+    }
+
+    /// URL query parameters, in a canonical order (the inverse of [`Query::from_params`]).
+    pub fn to_params(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if !self.text.trim().is_empty() {
+            out.push(("q".to_string(), self.text.clone()));
+        }
+        for (name, values) in &self.facets {
+            for v in values {
+                out.push((format!("f.{name}"), v.clone()));
+            }
+        }
+        if let Some(t) = self.from {
+            out.push(("from".to_string(), format_time(t)));
+        }
+        if let Some(t) = self.to {
+            out.push(("to".to_string(), format_time(t)));
+        }
+        if let Some(b) = self.bbox {
+            out.push(("bbox".to_string(), b.iter().map(|x| format!("{x}")).collect::<Vec<_>>().join(",")));
+        }
+        if self.page > 0 {
+            out.push(("page".to_string(), (self.page + 1).to_string()));
+        }
+        out
+    }
+
+    /// True when nothing filters (every item matches).
+    pub fn is_empty(&self) -> bool {
+        self.facets.is_empty() && tokenize(&self.text).is_empty() && self.from.is_none() && self.to.is_none() && self.bbox.is_none()
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// (year, month, day) of days since 1970-01-01.
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719468;
+    let era = if z >= 0 { z } else { z - 146096 } / 146097;
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Year of a timestamp (seconds since 1970, UTC).
+pub fn year_of(ts: i64) -> i32 {
+    civil_from_days(ts.div_euclid(86400)).0 as i32
+}
+
+/// `YYYY-MM-DD` (whole day; `end_of_day` gives its last second) or
+/// `YYYY-MM-DDTHH:MM:SS[.f](Z|±HH:MM)`.
+pub fn parse_time(s: &str, end_of_day: bool) -> Option<i64> {
+    let s = s.trim();
+    let (date, time) = match s.split_once(['T', 't', ' ']) {
+        Some((d, t)) => (d, Some(t)),
+        None => (s, None),
+    };
+    let mut parts = date.splitn(3, '-');
+    let y: i64 = parts.next()?.parse().ok()?;
+    let m: u32 = parts.next()?.parse().ok()?;
+    let d: u32 = parts.next()?.parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || !(1..=9999).contains(&y) {
+        return None;
+    }
+    let day = days_from_civil(y, m, d) * 86400;
+    let Some(time) = time else { return Some(day + if end_of_day { 86399 } else { 0 }) };
+    let (clock, offset) = if let Some(c) = time.strip_suffix(['Z', 'z']) {
+        (c, 0)
+    } else if let Some(i) = time.rfind(['+', '-']) {
+        let (c, o) = time.split_at(i);
+        let sign = if o.starts_with('-') { -1 } else { 1 };
+        let (oh, om) = o[1..].split_once(':')?;
+        (c, sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60))
+    } else {
+        (time, 0)
+    };
+    let mut hms = clock.splitn(3, ':');
+    let h: i64 = hms.next()?.parse().ok()?;
+    let mi: i64 = hms.next().unwrap_or("0").parse().ok()?;
+    let sec: f64 = hms.next().unwrap_or("0").parse().ok()?;
+    Some(day + h * 3600 + mi * 60 + sec.floor() as i64 - offset)
+}
+
+/// `YYYY-MM-DD` for whole days (00:00:00 or 23:59:59), else RFC 3339.
+pub fn format_time(ts: i64) -> String {
+    let (y, m, d) = civil_from_days(ts.div_euclid(86400));
+    let secs = ts.rem_euclid(86400);
+    if secs == 0 || secs == 86399 {
+        format!("{y:04}-{m:02}-{d:02}")
+    } else {
+        format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+    }
+}
+
+/// RFC 3339 (`YYYY-MM-DDTHH:MM:SSZ`).
+pub fn format_rfc3339(ts: i64) -> String {
+    let (y, m, d) = civil_from_days(ts.div_euclid(86400));
+    let secs = ts.rem_euclid(86400);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// Fetched index files, decompressed, by path relative to the index directory.
+pub trait Files {
+    fn get(&self, path: &str) -> Option<&[u8]>;
+}
+
+impl Files for HashMap<String, Vec<u8>> {
+    fn get(&self, path: &str) -> Option<&[u8]> {
+        HashMap::get(self, path).map(Vec::as_slice)
+    }
+}
+
+fn need<'a>(files: &'a dyn Files, path: &str) -> Result<&'a [u8]> {
+    files.get(path).ok_or_else(|| FormatError(format!("{path} was not loaded")))
+}
+
+pub struct Engine {
+    pub meta: Meta,
+    /// See [`DEFER_BYTES`] (tests lower it to exercise both paths).
+    pub defer_bytes: u64,
+    by_name: HashMap<String, usize>,
+    value_index: Vec<HashMap<String, u32>>,
+}
+
+/// The bitmaps a query's filters select; `None` means "no restriction".
+pub struct Filters {
+    items: u32,
+    /// Per filtered facet: (facet number, docs having a selected value).
+    facets: Vec<(usize, RoaringBitmap)>,
+    /// Text ∩ time ∩ bbox.
+    other: Option<RoaringBitmap>,
+    /// Facet filters read from block codes rather than postings: (facet, selected value numbers, sorted).
+    deferred: Vec<(usize, Vec<u32>)>,
+    /// The results, once [`Engine::resolve`] applied the deferred filters.
+    resolved: Option<RoaringBitmap>,
+}
+
+impl Filters {
+    /// The known (posting-list) filters, leaving out facet `skip`.
+    fn combine(&self, skip: Option<usize>) -> Option<RoaringBitmap> {
+        let mut acc: Option<RoaringBitmap> = self.other.clone();
+        for (f, b) in &self.facets {
+            if Some(*f) == skip {
+                continue;
+            }
+            acc = Some(match acc {
+                None => b.clone(),
+                Some(a) => a & b,
+            });
+        }
+        acc
+    }
+
+    fn all(&self) -> RoaringBitmap {
+        let mut all = RoaringBitmap::new();
+        all.insert_range(0..self.items);
+        all
+    }
+
+    /// Every doc matching the query, ascending (after [`Engine::resolve`]).
+    pub fn results(&self) -> RoaringBitmap {
+        if let Some(r) = &self.resolved {
+            return r.clone();
+        }
+        self.combine(None).unwrap_or_else(|| self.all())
+    }
+}
+
+/// Does a doc's code satisfy a facet filter?
+fn code_matches(facet: &crate::FacetMeta, code: u32, values: &[u32]) -> bool {
+    let mut hit = false;
+    facet.for_code(code, |v| hit |= values.binary_search(&v).is_ok());
+    hit
+}
+
+/// A facet filter: (facet number, selected value numbers).
+type Selection = (usize, Vec<u32>);
+
+/// How one facet's live counts are computed.
+#[derive(Debug, Clone)]
+pub enum CountPlan {
+    /// Nothing but the facet itself filters: the global counts.
+    Global,
+    /// One other facet filters: sum its values' co-occurrence files.
+    Cooccurrence { facet: usize, files: Vec<String> },
+    /// Count the codes of these docs in their blocks (those passing the deferred filters).
+    Blocks { docs: RoaringBitmap, blocks: Vec<u32>, deferred: Vec<(usize, Vec<u32>)> },
+    /// The docs span too many blocks: no counts.
+    TooBroad,
+}
+
+impl Engine {
+    pub fn new(meta: Meta) -> std::result::Result<Engine, String> {
+        if meta.format != FORMAT || meta.version != VERSION {
+            return Err(format!("index format {} v{} is not {FORMAT} v{VERSION}", meta.format, meta.version));
+        }
+        let by_name = meta.facets.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
+        let value_index = meta.facets.iter().map(|f| f.values.iter().enumerate().map(|(i, v)| (v.clone(), i as u32)).collect()).collect();
+        Ok(Engine { meta, defer_bytes: DEFER_BYTES, by_name, value_index })
+    }
+
+    pub fn from_json(bytes: &[u8]) -> std::result::Result<Engine, String> {
+        let meta: Meta = serde_json::from_slice(bytes).map_err(|e| format!("index.json: {e}"))?;
+        Engine::new(meta)
+    }
+
+    pub fn facet(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Selected facets as (facet number, value numbers); values the index does
+    /// not know select nothing, facets it does not know are ignored.
+    fn selections(&self, q: &Query) -> Vec<(usize, Vec<u32>)> {
+        q.facets
+            .iter()
+            .filter_map(|(name, values)| {
+                let f = self.facet(name)?;
+                Some((f, values.iter().filter_map(|v| self.value_index[f].get(v).copied()).collect()))
+            })
+            .collect()
+    }
+
+    /// Facet selections split into those read from postings and those
+    /// deferred to the blocks (large postings, when something else narrows).
+    fn split(&self, q: &Query) -> (Vec<Selection>, Vec<Selection>) {
+        let mut sel = self.selections(q);
+        let cost = |(f, values): &(usize, Vec<u32>)| -> u64 { values.iter().map(|&v| self.meta.facets[*f].sizes.get(v as usize).copied().unwrap_or(0) as u64).sum() };
+        sel.sort_by_key(|s| (cost(s), s.0));
+        let narrowing = !Self::terms(q).is_empty() || q.from.is_some() || q.to.is_some() || q.bbox.is_some();
+        let (mut known, mut deferred) = (Vec::new(), Vec::new());
+        for (f, mut values) in sel {
+            values.sort_unstable();
+            if cost(&(f, values.clone())) > self.defer_bytes && (narrowing || !known.is_empty()) {
+                deferred.push((f, values));
+            } else {
+                known.push((f, values));
+            }
+        }
+        (known, deferred)
+    }
+
+    /// Blocks holding any of `docs`.
+    fn blocks_of(&self, docs: &RoaringBitmap) -> Vec<u32> {
+        let blocks = self.meta.items.div_ceil(self.meta.block.max(1));
+        (0..blocks)
+            .filter(|&b| {
+                let lo = b * self.meta.block;
+                let hi = (lo + self.meta.block).min(self.meta.items);
+                let below = if lo == 0 { 0 } else { docs.rank(lo - 1) };
+                docs.rank(hi - 1) > below
+            })
+            .collect()
+    }
+
+    fn terms(q: &Query) -> Vec<String> {
+        let mut t = tokenize(&q.text);
+        t.sort();
+        t.dedup();
+        t
+    }
+
+    /// Text chunks that may hold tokens starting with `term`.
+    fn text_chunks_for(&self, term: &str) -> Vec<usize> {
+        let c = &self.meta.text_chunks;
+        (0..c.len()).filter(|&i| (i + 1 == c.len() || c[i + 1].as_str() > term) && (c[i].as_str() <= term || c[i].starts_with(term))).collect()
+    }
+
+    fn start_year_file(&self, to: i64) -> Option<String> {
+        let y = year_of(to);
+        self.meta.start_years.iter().rev().find(|&&s| s <= y).map(|s| format!("t/s{s}.bin"))
+    }
+
+    fn end_year_file(&self, from: i64) -> Option<String> {
+        let y = year_of(from);
+        self.meta.end_years.iter().find(|&&e| e >= y).map(|e| format!("t/e{e}.bin"))
+    }
+
+    /// Files the result set needs.
+    pub fn result_files(&self, q: &Query) -> Vec<String> {
+        let mut out = BTreeSet::new();
+        for (f, values) in self.split(q).0 {
+            for v in values {
+                out.insert(format!("f/{f}-{v}.bin"));
+            }
+        }
+        for term in Self::terms(q) {
+            for c in self.text_chunks_for(&term) {
+                out.insert(format!("x/{c}.bin"));
+            }
+        }
+        if let Some(to) = q.to {
+            out.extend(self.start_year_file(to));
+        }
+        if let Some(from) = q.from {
+            out.extend(self.end_year_file(from));
+        }
+        if q.bbox.is_some() && self.meta.boxes > 0 {
+            out.insert("b.bin".to_string());
+        }
+        out.into_iter().collect()
+    }
+
+    /// The query's filter bitmaps (needs [`Engine::result_files`]).
+    pub fn filters(&self, q: &Query, files: &dyn Files) -> Result<Filters> {
+        let mut facets = Vec::new();
+        let (known, deferred) = self.split(q);
+        for (f, values) in known {
+            let mut b = RoaringBitmap::new();
+            for v in values {
+                b |= codec::decode_postings(need(files, &format!("f/{f}-{v}.bin"))?)?;
+            }
+            facets.push((f, b));
+        }
+        let mut other: Option<RoaringBitmap> = None;
+        let mut and = |b: RoaringBitmap| {
+            other = Some(match other.take() {
+                None => b,
+                Some(a) => a & b,
+            })
+        };
+        let mut chunks: HashMap<usize, Vec<(String, RoaringBitmap)>> = HashMap::new();
+        for term in Self::terms(q) {
+            let mut b = RoaringBitmap::new();
+            for c in self.text_chunks_for(&term) {
+                if let std::collections::hash_map::Entry::Vacant(e) = chunks.entry(c) {
+                    e.insert(codec::decode_text_chunk(need(files, &format!("x/{c}.bin"))?)?);
+                }
+                for (token, docs) in &chunks[&c] {
+                    if token.starts_with(term.as_str()) {
+                        b |= docs;
+                    }
+                }
+            }
+            and(b);
+        }
+        if let Some(to) = q.to {
+            let mut b = RoaringBitmap::new();
+            if let Some(path) = self.start_year_file(to) {
+                let t = codec::decode_time_year(need(files, &path)?)?;
+                b = t.beyond;
+                for (ts, docs) in &t.exact {
+                    if *ts <= to {
+                        b |= docs;
+                    }
+                }
+            }
+            and(b);
+        }
+        if let Some(from) = q.from {
+            let mut b = RoaringBitmap::new();
+            if let Some(path) = self.end_year_file(from) {
+                let t = codec::decode_time_year(need(files, &path)?)?;
+                b = t.beyond;
+                for (ts, docs) in &t.exact {
+                    if *ts >= from {
+                        b |= docs;
+                    }
+                }
+            }
+            and(b);
+        }
+        if let Some(qb) = q.bbox {
+            let mut b = RoaringBitmap::new();
+            if self.meta.boxes > 0 {
+                for (ib, docs) in codec::decode_boxes(need(files, "b.bin")?)? {
+                    if boxes_intersect(&ib, &qb) {
+                        b |= docs;
+                    }
+                }
+            }
+            and(b);
+        }
+        // A filter every doc passes (a box around global footprints) restricts nothing:
+        // dropping it keeps the cheap count plans available.
+        if other.as_ref().is_some_and(|b| b.len() == self.meta.items as u64) {
+            other = None;
+        }
+        Ok(Filters { items: self.meta.items, facets, other, deferred, resolved: None })
+    }
+
+    /// Files the deferred filters need: the blocks of the docs the other
+    /// filters leave, or (when those span too many blocks) the postings after all.
+    pub fn deferred_files(&self, filters: &Filters) -> Vec<String> {
+        if filters.deferred.is_empty() {
+            return Vec::new();
+        }
+        if let Some(blocks) = self.deferral_blocks(filters) {
+            return blocks.iter().map(|b| format!("k/{b}.bin")).collect();
+        }
+        filters.deferred.iter().flat_map(|(f, values)| values.iter().map(move |v| format!("f/{f}-{v}.bin"))).collect()
+    }
+
+    /// The blocks that evaluate the deferred filters, when that is possible
+    /// and cheaper than their postings (always, when `defer_bytes` is 0).
+    fn deferral_blocks(&self, filters: &Filters) -> Option<Vec<u32>> {
+        let k = filters.combine(None)?;
+        let blocks = self.blocks_of(&k);
+        if blocks.len() > MAX_DEFER_BLOCKS {
+            return None;
+        }
+        let block_cost: u64 = blocks.iter().map(|&b| self.meta.block_sizes.get(b as usize).copied().unwrap_or(0) as u64).sum();
+        let posting_cost: u64 =
+            filters.deferred.iter().flat_map(|(f, values)| values.iter().map(move |&v| self.meta.facets[*f].sizes.get(v as usize).copied().unwrap_or(0) as u64)).sum();
+        if self.defer_bytes > 0 && block_cost >= posting_cost {
+            return None;
+        }
+        Some(blocks)
+    }
+
+    /// Applies the deferred filters (needs [`Engine::deferred_files`]).
+    pub fn resolve(&self, filters: &mut Filters, files: &dyn Files) -> Result<()> {
+        if filters.deferred.is_empty() {
+            return Ok(());
+        }
+        let known = filters.combine(None);
+        let blocks = self.deferral_blocks(filters);
+        match (known, blocks) {
+            (Some(k), Some(blocks)) => {
+                let mut out = RoaringBitmap::new();
+                for b in blocks {
+                    let cols = codec::decode_block(need(files, &format!("k/{b}.bin"))?)?;
+                    let lo = b * self.meta.block;
+                    let mut range = RoaringBitmap::new();
+                    range.insert_range(lo..lo + cols.first().map_or(0, |c| c.len()) as u32);
+                    for d in &(&range & &k) {
+                        let i = (d - lo) as usize;
+                        if filters.deferred.iter().all(|(f, values)| cols.get(*f).is_some_and(|c| code_matches(&self.meta.facets[*f], c[i], values))) {
+                            out.insert(d);
+                        }
+                    }
+                }
+                filters.resolved = Some(out);
+            }
+            _ => {
+                for (f, values) in std::mem::take(&mut filters.deferred) {
+                    let mut b = RoaringBitmap::new();
+                    for v in values {
+                        b |= codec::decode_postings(need(files, &format!("f/{f}-{v}.bin"))?)?;
+                    }
+                    filters.facets.push((f, b));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// How each facet's live counts are found.
+    pub fn count_plans(&self, q: &Query, filters: &Filters) -> Vec<CountPlan> {
+        let selections = self.selections(q);
+        (0..self.meta.facets.len())
+            .map(|f| {
+                let others: Vec<&(usize, Vec<u32>)> = selections.iter().filter(|(g, _)| *g != f).collect();
+                if others.is_empty() && filters.other.is_none() {
+                    return CountPlan::Global;
+                }
+                if filters.other.is_none() && others.len() == 1 {
+                    let (g, values) = others[0];
+                    if !self.meta.facets[*g].multi || values.len() <= 1 {
+                        return CountPlan::Cooccurrence { facet: *g, files: values.iter().map(|v| format!("c/{g}-{v}.bin")).collect() };
+                    }
+                }
+                let docs = filters.combine(Some(f)).unwrap_or_else(|| filters.all());
+                let deferred: Vec<(usize, Vec<u32>)> = filters.deferred.iter().filter(|(g, _)| *g != f).cloned().collect();
+                let touched = self.blocks_of(&docs);
+                if touched.len() > MAX_COUNT_BLOCKS {
+                    CountPlan::TooBroad
+                } else {
+                    CountPlan::Blocks { docs, blocks: touched, deferred }
+                }
+            })
+            .collect()
+    }
+
+    pub fn count_files(plans: &[CountPlan]) -> Vec<String> {
+        let mut out = BTreeSet::new();
+        for p in plans {
+            match p {
+                CountPlan::Cooccurrence { files, .. } => out.extend(files.iter().cloned()),
+                CountPlan::Blocks { blocks, .. } => out.extend(blocks.iter().map(|b| format!("k/{b}.bin"))),
+                _ => {}
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// Live counts per facet and value (`None`: too broad to count).
+    pub fn counts(&self, plans: &[CountPlan], files: &dyn Files) -> Result<Vec<Option<Vec<u32>>>> {
+        let mut decoded: HashMap<u32, Vec<Vec<u32>>> = HashMap::new();
+        let mut cooc: HashMap<String, Vec<Vec<(u32, u32)>>> = HashMap::new();
+        let mut out = Vec::with_capacity(plans.len());
+        for (f, plan) in plans.iter().enumerate() {
+            let facet = &self.meta.facets[f];
+            let mut counts = vec![0u32; facet.values.len()];
+            match plan {
+                CountPlan::Global => counts.clone_from(&facet.counts),
+                CountPlan::TooBroad => {
+                    out.push(None);
+                    continue;
+                }
+                CountPlan::Cooccurrence { files: paths, .. } => {
+                    for path in paths {
+                        if !cooc.contains_key(path) {
+                            cooc.insert(path.clone(), codec::decode_cooccurrence(need(files, path)?)?);
+                        }
+                        for &(v, n) in cooc[path].get(f).map(Vec::as_slice).unwrap_or(&[]) {
+                            if let Some(c) = counts.get_mut(v as usize) {
+                                *c += n;
+                            }
+                        }
+                    }
+                }
+                CountPlan::Blocks { docs, blocks, deferred } => {
+                    for &b in blocks {
+                        if let std::collections::hash_map::Entry::Vacant(e) = decoded.entry(b) {
+                            e.insert(codec::decode_block(need(files, &format!("k/{b}.bin"))?)?);
+                        }
+                        let cols = &decoded[&b];
+                        let col = cols.get(f).ok_or_else(|| FormatError(format!("block {b} has no facet {f}")))?;
+                        let lo = b * self.meta.block;
+                        let mut range = RoaringBitmap::new();
+                        range.insert_range(lo..lo + col.len() as u32);
+                        for d in &(&range & docs) {
+                            let i = (d - lo) as usize;
+                            if !deferred.iter().all(|(g, values)| cols.get(*g).is_some_and(|c| code_matches(&self.meta.facets[*g], c[i], values))) {
+                                continue;
+                            }
+                            facet.for_code(col[i], |v| {
+                                if let Some(c) = counts.get_mut(v as usize) {
+                                    *c += 1;
+                                }
+                            });
+                        }
+                    }
+                }
+            }
+            out.push(Some(counts));
+        }
+        Ok(out)
+    }
+
+    /// Docs shown on result page `page`.
+    pub fn page_docs(results: &RoaringBitmap, page: usize) -> Vec<u32> {
+        let start = (page * PAGE_SIZE) as u32;
+        (start..start + PAGE_SIZE as u32).map_while(|i| results.select(i)).collect()
+    }
+
+    pub fn page_files(&self, docs: &[u32]) -> Vec<String> {
+        let shards: BTreeSet<u32> = docs.iter().map(|d| d / self.meta.doc_shard).collect();
+        shards.into_iter().map(|s| format!("d/{s}.bin")).collect()
+    }
+
+    /// Result rows of `docs` (needs [`Engine::page_files`]).
+    pub fn rows(&self, docs: &[u32], files: &dyn Files) -> Result<Vec<Doc>> {
+        let mut shards: HashMap<u32, Vec<Doc>> = HashMap::new();
+        let mut out = Vec::with_capacity(docs.len());
+        for &d in docs {
+            let s = d / self.meta.doc_shard;
+            if let std::collections::hash_map::Entry::Vacant(e) = shards.entry(s) {
+                e.insert(codec::decode_docs(need(files, &format!("d/{s}.bin"))?)?);
+            }
+            let row = shards[&s].get((d % self.meta.doc_shard) as usize).ok_or_else(|| FormatError(format!("doc {d} missing from its shard")))?;
+            out.push(row.clone());
+        }
+        Ok(out)
+    }
+}
+
+/// Longitude intervals of a box (two when it crosses the antimeridian).
+fn lon_intervals(b: &[f64; 4]) -> Vec<(f64, f64)> {
+    if b[0] <= b[2] {
+        vec![(b[0], b[2])]
+    } else {
+        vec![(b[0], 180.0), (-180.0, b[2])]
+    }
+}
+
+/// Closed boxes intersect (touching counts, as in CQL2 `s_intersects`).
+pub fn boxes_intersect(a: &[f64; 4], b: &[f64; 4]) -> bool {
+    if a[1] > b[3] || a[3] < b[1] {
+        return false;
+    }
+    lon_intervals(a).iter().any(|(aw, ae)| lon_intervals(b).iter().any(|(bw, be)| aw <= be && ae >= bw))
+}
+
+/// A native reader of an index directory, for tests, the CLI and benchmarks.
+pub struct DirFiles {
+    pub dir: std::path::PathBuf,
+    pub files: HashMap<String, Vec<u8>>,
+    /// Compressed bytes read from disk (what a browser would download).
+    pub bytes: u64,
+    pub requests: u64,
+}
+
+impl DirFiles {
+    pub fn new(dir: impl Into<std::path::PathBuf>) -> DirFiles {
+        DirFiles { dir: dir.into(), files: HashMap::new(), bytes: 0, requests: 0 }
+    }
+
+    pub fn load(&mut self, paths: &[String]) -> std::io::Result<()> {
+        for p in paths {
+            if self.files.contains_key(p) {
+                continue;
+            }
+            let raw = std::fs::read(self.dir.join(p))?;
+            self.bytes += raw.len() as u64;
+            self.requests += 1;
+            let plain = codec::inflate(&raw).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{p}: {e}")))?;
+            self.files.insert(p.clone(), plain);
+        }
+        Ok(())
+    }
+}
+
+impl Files for DirFiles {
+    fn get(&self, path: &str) -> Option<&[u8]> {
+        self.files.get(path).map(Vec::as_slice)
+    }
+}
+
+/// Everything a search returns, natively (the viewer runs the same steps).
+#[derive(Debug, serde::Serialize)]
+pub struct SearchOutcome {
+    pub total: u64,
+    /// Ids of the requested page.
+    pub page: Vec<String>,
+    /// Every matching id, ascending by doc number (only when asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub all: Option<Vec<String>>,
+    /// Facet name → value → count (facets too broad to count are absent).
+    pub counts: BTreeMap<String, BTreeMap<String, u32>>,
+    pub bytes: u64,
+    pub requests: u64,
+}
+
+/// Runs a query against an index directory the way the viewer does.
+pub fn search_dir(dir: &std::path::Path, q: &Query, all: bool) -> std::result::Result<SearchOutcome, String> {
+    search_dir_with(dir, q, all, None)
+}
+
+/// [`search_dir`] with another [`DEFER_BYTES`] (0 defers every facet filter it can).
+pub fn search_dir_with(dir: &std::path::Path, q: &Query, all: bool, defer_bytes: Option<u64>) -> std::result::Result<SearchOutcome, String> {
+    let meta = std::fs::read(dir.join("index.json")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut engine = Engine::from_json(&meta)?;
+    if let Some(d) = defer_bytes {
+        engine.defer_bytes = d;
+    }
+    let mut files = DirFiles::new(dir);
+    files.bytes = meta.len() as u64;
+    files.requests = 1;
+    let io = |e: std::io::Error| e.to_string();
+    files.load(&engine.result_files(q)).map_err(io)?;
+    let mut filters = engine.filters(q, &files).map_err(|e| e.to_string())?;
+    files.load(&engine.deferred_files(&filters)).map_err(io)?;
+    engine.resolve(&mut filters, &files).map_err(|e| e.to_string())?;
+    let results = filters.results();
+    let plans = engine.count_plans(q, &filters);
+    files.load(&Engine::count_files(&plans)).map_err(io)?;
+    let counts = engine.counts(&plans, &files).map_err(|e| e.to_string())?;
+    let docs = Engine::page_docs(&results, q.page);
+    files.load(&engine.page_files(&docs)).map_err(io)?;
+    let page = engine.rows(&docs, &files).map_err(|e| e.to_string())?.into_iter().map(|d| d.id).collect();
+    let (bytes, requests) = (files.bytes, files.requests);
+    let all = if all {
+        let docs: Vec<u32> = results.iter().collect();
+        files.load(&engine.page_files(&docs)).map_err(io)?;
+        Some(engine.rows(&docs, &files).map_err(|e| e.to_string())?.into_iter().map(|d| d.id).collect())
+    } else {
+        None
+    };
+    let counts = engine
+        .meta
+        .facets
+        .iter()
+        .zip(counts)
+        .filter_map(|(f, c)| Some((f.name.clone(), f.values.iter().cloned().zip(c?).filter(|(_, n)| *n > 0).collect())))
+        .collect();
+    Ok(SearchOutcome { total: results.len(), page, all, counts, bytes, requests })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_round_trip() {
+        for (s, want) in [("1970-01-01", 0), ("2015-01-01", 1420070400), ("0001-01-01", -62135596800), ("9999-12-31", 253402214400)] {
+            assert_eq!(parse_time(s, false), Some(want), "{s}");
+            assert_eq!(format_time(want), s);
+        }
+        assert_eq!(parse_time("2015-01-01", true), Some(1420070400 + 86399));
+        assert_eq!(parse_time("2015-01-01T12:00:00Z", false), Some(1420070400 + 43200));
+        assert_eq!(parse_time("2015-01-01T12:00:00+01:00", false), Some(1420070400 + 39600));
+        assert_eq!(year_of(-62135596800), 1);
+        assert_eq!(year_of(253402300799), 9999);
+        assert_eq!(parse_time("2015-13-01", false), None);
+    }
+
+    #[test]
+    fn params_round_trip() {
+        let q = Query::from_params([("f.variable", "tas"), ("f.variable", "pr"), ("q", "air temp"), ("from", "2015-01-01"), ("to", "2020-12-31"), ("bbox", "-10,30,20,60"), ("page", "3")]);
+        assert_eq!(q.facets["variable"], ["tas", "pr"]);
+        assert_eq!(q.page, 2);
+        let back: Vec<(String, String)> = q.to_params();
+        let again = Query::from_params(back.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        assert_eq!(q, again);
+    }
+
+    #[test]
+    fn antimeridian_boxes() {
+        let pacific = [170.0, -10.0, -170.0, 10.0];
+        assert!(boxes_intersect(&pacific, &[175.0, 0.0, 179.0, 5.0]));
+        assert!(boxes_intersect(&pacific, &[-175.0, 0.0, -172.0, 5.0]));
+        assert!(!boxes_intersect(&pacific, &[0.0, 0.0, 10.0, 5.0]));
+        assert!(boxes_intersect(&[0.0, 0.0, 10.0, 10.0], &[10.0, 10.0, 20.0, 20.0]));
+    }
+}

@@ -1,0 +1,591 @@
+//! The index writer: fed one item at a time (in doc order), it streams result
+//! shards out as they fill and writes everything else at [`IndexWriter::finish`].
+//! Memory per item: its facet codes (4 bytes per facet) plus its share of the
+//! roaring bitmaps (usually a few bytes: docs of one dataset family are
+//! contiguous, so postings are runs).
+
+use std::collections::{BTreeMap, HashMap};
+
+use flatgeobuf::geozero::{ColumnValue, GeomProcessor, GeozeroGeometry, PropertyProcessor};
+use flatgeobuf::{ColumnType, FgbCrs, FgbWriter, FgbWriterOptions, GeometryType};
+use roaring::RoaringBitmap;
+
+use crate::codec;
+use crate::{tokenize, Doc, FacetMeta, Meta, SiteRef, BLOCK, DOC_SHARD, FORMAT, VERSION};
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Where index files go (paths relative to the index directory).
+pub trait Sink {
+    fn put(&mut self, path: &str, bytes: &[u8]) -> Result<()>;
+}
+
+/// A directory on disk (benchmarks, tests).
+pub struct DirSink(pub std::path::PathBuf);
+
+impl Sink for DirSink {
+    fn put(&mut self, path: &str, bytes: &[u8]) -> Result<()> {
+        let target = self.0.join(path);
+        if let Some(dir) = target.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(target, bytes)?;
+        Ok(())
+    }
+}
+
+/// One item as the index sees it.
+#[derive(Debug, Clone, Default)]
+pub struct ItemInput {
+    pub id: String,
+    /// Item JSON, relative to the site root.
+    pub href: String,
+    pub title: String,
+    /// Seconds since 1970, UTC.
+    pub start: i64,
+    pub end: i64,
+    pub bbox: [f64; 4],
+    /// Per facet of the writer (in its order): (property is a list, values).
+    pub facets: Vec<(bool, Vec<String>)>,
+    /// More text the search covers (variable long and standard names).
+    pub text: Vec<String>,
+    /// Shown in the result list.
+    pub label: String,
+}
+
+/// A property value as facet values: strings as they are, booleans and
+/// numbers as JSON text, lists element by element.
+pub fn facet_values(v: Option<&serde_json::Value>) -> (bool, Vec<String>) {
+    use serde_json::Value;
+    fn one(v: &Value) -> Option<String> {
+        match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Bool(_) | Value::Number(_) => Some(v.to_string()),
+            _ => None,
+        }
+    }
+    match v {
+        Some(Value::Array(a)) => (true, a.iter().filter_map(one).collect()),
+        Some(v) => (false, one(v).into_iter().collect()),
+        None => (false, Vec::new()),
+    }
+}
+
+pub struct Options {
+    /// Facets: (STAC property, short name, label).
+    pub facets: Vec<(String, String, String)>,
+    /// Write `items.fgb` (FlatGeobuf footprints).
+    pub fgb: bool,
+    pub site: SiteRef,
+}
+
+impl Options {
+    pub fn cmip6(site: SiteRef) -> Options {
+        Options { facets: crate::CMIP6_FACETS.iter().map(|(k, n, l)| (k.to_string(), n.to_string(), l.to_string())).collect(), fgb: true, site }
+    }
+}
+
+struct FacetBuild {
+    key: String,
+    name: String,
+    label: String,
+    multi: bool,
+    values: Vec<String>,
+    value_index: HashMap<String, u32>,
+    postings: Vec<RoaringBitmap>,
+    /// code - 1 → value numbers (arrival order)
+    combos: Vec<Vec<u32>>,
+    combo_index: HashMap<Vec<u32>, u32>,
+    /// Per doc.
+    codes: Vec<u32>,
+}
+
+pub struct IndexWriter {
+    site: SiteRef,
+    facets: Vec<FacetBuild>,
+    n: u32,
+    tokens: HashMap<String, RoaringBitmap>,
+    starts: BTreeMap<i64, RoaringBitmap>,
+    ends: BTreeMap<i64, RoaringBitmap>,
+    boxes: Vec<([f64; 4], RoaringBitmap)>,
+    box_index: HashMap<[u64; 4], usize>,
+    shard: Vec<Doc>,
+    fgb: Option<FgbWriter<'static>>,
+}
+
+/// A footprint box as a (Multi)Polygon, split at the antimeridian like the item geometry.
+struct Footprint([f64; 4]);
+
+impl GeozeroGeometry for Footprint {
+    fn process_geom<P: GeomProcessor>(&self, p: &mut P) -> flatgeobuf::geozero::error::Result<()> {
+        let [w, s, e, n] = self.0;
+        let parts: Vec<(f64, f64)> = if w <= e { vec![(w, e)] } else { vec![(w, 180.0), (-180.0, e)] };
+        p.multipolygon_begin(parts.len(), 0)?;
+        for (i, (w, e)) in parts.into_iter().enumerate() {
+            p.polygon_begin(false, 1, i)?;
+            p.linestring_begin(false, 5, 0)?;
+            for (j, (x, y)) in [(w, s), (e, s), (e, n), (w, n), (w, s)].into_iter().enumerate() {
+                p.xy(x, y, j)?;
+            }
+            p.linestring_end(false, 0)?;
+            p.polygon_end(false, i)?;
+        }
+        p.multipolygon_end(0)
+    }
+}
+
+impl IndexWriter {
+    pub fn new(options: Options) -> Result<IndexWriter> {
+        let facets = options
+            .facets
+            .into_iter()
+            .map(|(key, name, label)| FacetBuild {
+                key,
+                name,
+                label,
+                multi: false,
+                values: Vec::new(),
+                value_index: HashMap::new(),
+                postings: Vec::new(),
+                combos: Vec::new(),
+                combo_index: HashMap::new(),
+                codes: Vec::new(),
+            })
+            .collect();
+        let fgb = if options.fgb {
+            let mut w = FgbWriter::create_with_options(
+                "items",
+                GeometryType::MultiPolygon,
+                FgbWriterOptions { write_index: true, crs: FgbCrs { code: 4326, ..Default::default() }, title: Some("fedstac item footprints"), ..Default::default() },
+            )?;
+            w.add_column("id", ColumnType::String, |_, c| c.nullable = false);
+            w.add_column("href", ColumnType::String, |_, c| c.nullable = false);
+            w.add_column("start_datetime", ColumnType::DateTime, |_, _| {});
+            w.add_column("end_datetime", ColumnType::DateTime, |_, _| {});
+            Some(w)
+        } else {
+            None
+        };
+        Ok(IndexWriter {
+            site: options.site,
+            facets,
+            n: 0,
+            tokens: HashMap::new(),
+            starts: BTreeMap::new(),
+            ends: BTreeMap::new(),
+            boxes: Vec::new(),
+            box_index: HashMap::new(),
+            shard: Vec::new(),
+            fgb,
+        })
+    }
+
+    pub fn items(&self) -> u32 {
+        self.n
+    }
+
+    /// Adds the next item (doc number = items added before it).
+    pub fn add(&mut self, item: ItemInput, sink: &mut dyn Sink) -> Result<()> {
+        let doc = self.n;
+        self.n = self.n.checked_add(1).ok_or("more than 2^32 items")?;
+        for (i, f) in self.facets.iter_mut().enumerate() {
+            let (is_list, values) = item.facets.get(i).cloned().unwrap_or_default();
+            f.multi |= is_list || values.len() > 1;
+            let mut numbers: Vec<u32> = values
+                .into_iter()
+                .map(|v| match f.value_index.get(&v) {
+                    Some(&n) => n,
+                    None => {
+                        let n = f.values.len() as u32;
+                        f.value_index.insert(v.clone(), n);
+                        f.values.push(v);
+                        f.postings.push(RoaringBitmap::new());
+                        n
+                    }
+                })
+                .collect();
+            numbers.sort_unstable();
+            numbers.dedup();
+            for &v in &numbers {
+                f.postings[v as usize].try_push(doc).ok();
+            }
+            let code = if numbers.is_empty() {
+                0
+            } else if let Some(&c) = f.combo_index.get(&numbers) {
+                c
+            } else {
+                f.combos.push(numbers.clone());
+                let c = f.combos.len() as u32;
+                f.combo_index.insert(numbers, c);
+                c
+            };
+            f.codes.push(code);
+        }
+        let mut words: Vec<String> = tokenize(&item.id);
+        words.extend(tokenize(&item.title));
+        for t in &item.text {
+            words.extend(tokenize(t));
+        }
+        words.sort_unstable();
+        words.dedup();
+        for w in words {
+            match self.tokens.get_mut(&w) {
+                Some(b) => {
+                    b.try_push(doc).ok();
+                }
+                None => {
+                    self.tokens.insert(w, RoaringBitmap::from_iter([doc]));
+                }
+            }
+        }
+        self.starts.entry(item.start).or_default().try_push(doc).ok();
+        self.ends.entry(item.end).or_default().try_push(doc).ok();
+        let key = item.bbox.map(f64::to_bits);
+        let slot = *self.box_index.entry(key).or_insert_with(|| {
+            self.boxes.push((item.bbox, RoaringBitmap::new()));
+            self.boxes.len() - 1
+        });
+        self.boxes[slot].1.try_push(doc).ok();
+        if let Some(fgb) = &mut self.fgb {
+            let (start, end) = (crate::query::format_rfc3339(item.start), crate::query::format_rfc3339(item.end));
+            fgb.add_feature_geom(Footprint(item.bbox), |f| {
+                let _ = f.property(0, "id", &ColumnValue::String(&item.id));
+                let _ = f.property(1, "href", &ColumnValue::String(&item.href));
+                let _ = f.property(2, "start_datetime", &ColumnValue::DateTime(&start));
+                let _ = f.property(3, "end_datetime", &ColumnValue::DateTime(&end));
+            })?;
+        }
+        self.shard.push(Doc { id: item.id, href: item.href, start: item.start, end: item.end, label: item.label });
+        if self.shard.len() as u32 == DOC_SHARD {
+            self.flush_shard(sink)?;
+        }
+        Ok(())
+    }
+
+    fn flush_shard(&mut self, sink: &mut dyn Sink) -> Result<()> {
+        if self.shard.is_empty() {
+            return Ok(());
+        }
+        let s = (self.n - 1) / DOC_SHARD;
+        sink.put(&format!("d/{s}.bin"), &codec::encode_docs(&self.shard))?;
+        self.shard.clear();
+        Ok(())
+    }
+
+    /// Writes every remaining file and `index.json`; returns the metadata.
+    pub fn finish(mut self, sink: &mut dyn Sink) -> Result<Meta> {
+        self.flush_shard(sink)?;
+        let n = self.n;
+        let mut metas = Vec::new();
+        // Final codes per facet (values renumbered in sorted order).
+        let mut codes: Vec<Vec<u32>> = Vec::new();
+        let mut code_values: Vec<Vec<Vec<u32>>> = Vec::new(); // facet → code → value numbers
+        for (fi, f) in self.facets.iter_mut().enumerate() {
+            let mut order: Vec<u32> = (0..f.values.len() as u32).collect();
+            order.sort_by(|a, b| f.values[*a as usize].cmp(&f.values[*b as usize]));
+            let mut renum = vec![0u32; order.len()];
+            for (new, &old) in order.iter().enumerate() {
+                renum[old as usize] = new as u32;
+            }
+            let values: Vec<String> = order.iter().map(|&o| f.values[o as usize].clone()).collect();
+            let mut counts = Vec::with_capacity(values.len());
+            let mut sizes = Vec::with_capacity(values.len());
+            for (new, &old) in order.iter().enumerate() {
+                let b = &mut f.postings[old as usize];
+                b.optimize();
+                counts.push(b.len() as u32);
+                let bytes = codec::encode_postings(b);
+                sizes.push(bytes.len() as u32);
+                sink.put(&format!("f/{fi}-{new}.bin"), &bytes)?;
+            }
+            f.postings = Vec::new();
+            let combos: Vec<Vec<u32>> = f
+                .combos
+                .iter()
+                .map(|c| {
+                    let mut c: Vec<u32> = c.iter().map(|&v| renum[v as usize]).collect();
+                    c.sort_unstable();
+                    c
+                })
+                .collect();
+            let final_codes: Vec<u32> = if f.multi {
+                std::mem::take(&mut f.codes)
+            } else {
+                f.codes.iter().map(|&c| if c == 0 { 0 } else { combos[c as usize - 1][0] + 1 }).collect()
+            };
+            let mut cv = vec![Vec::new()];
+            if f.multi {
+                cv.extend(combos.iter().cloned());
+            } else {
+                cv.extend((0..values.len() as u32).map(|v| vec![v]));
+            }
+            code_values.push(cv);
+            codes.push(final_codes);
+            metas.push(FacetMeta {
+                key: f.key.clone(),
+                name: f.name.clone(),
+                label: f.label.clone(),
+                multi: f.multi,
+                values,
+                counts,
+                sizes,
+                combos: if f.multi { combos } else { Vec::new() },
+            });
+        }
+
+        // Co-occurrence: for every facet g and value v, the counts of every other facet's values among v's docs.
+        let nf = metas.len();
+        for g in 0..nf {
+            let mut per_value: Vec<Vec<BTreeMap<u32, u32>>> = vec![vec![BTreeMap::new(); nf]; metas[g].values.len()];
+            for f in 0..nf {
+                if f == g {
+                    continue;
+                }
+                let (gc, fc) = (code_values[g].len(), code_values[f].len());
+                let mut pairs: HashMap<(u32, u32), u32> = HashMap::new();
+                let mut dense = if gc * fc <= 1 << 24 { vec![0u32; gc * fc] } else { Vec::new() };
+                for (&a, &b) in codes[g].iter().zip(&codes[f]) {
+                    if a == 0 || b == 0 {
+                        continue;
+                    }
+                    if dense.is_empty() {
+                        *pairs.entry((a, b)).or_default() += 1;
+                    } else {
+                        dense[a as usize * fc + b as usize] += 1;
+                    }
+                }
+                if !dense.is_empty() {
+                    for (i, &c) in dense.iter().enumerate() {
+                        if c > 0 {
+                            pairs.insert(((i / fc) as u32, (i % fc) as u32), c);
+                        }
+                    }
+                }
+                for ((a, b), c) in pairs {
+                    for &gv in &code_values[g][a as usize] {
+                        for &fv in &code_values[f][b as usize] {
+                            *per_value[gv as usize][f].entry(fv).or_default() += c;
+                        }
+                    }
+                }
+            }
+            for (v, facets) in per_value.into_iter().enumerate() {
+                let lists: Vec<Vec<(u32, u32)>> = facets.into_iter().map(|m| m.into_iter().collect()).collect();
+                sink.put(&format!("c/{g}-{v}.bin"), &codec::encode_cooccurrence(&lists))?;
+            }
+        }
+
+        // Facet-code blocks.
+        let mut block_sizes = Vec::new();
+        for b in 0..n.div_ceil(BLOCK) {
+            let lo = (b * BLOCK) as usize;
+            let hi = (lo + BLOCK as usize).min(n as usize);
+            let cols: Vec<&[u32]> = codes.iter().map(|c| &c[lo..hi]).collect();
+            let bytes = codec::encode_block(&cols);
+            block_sizes.push(bytes.len() as u32);
+            sink.put(&format!("k/{b}.bin"), &bytes)?;
+        }
+        drop(codes);
+
+        // Text chunks: sorted tokens, cut when a chunk's postings pass TEXT_CHUNK_BYTES.
+        let mut tokens: Vec<(String, RoaringBitmap)> = self.tokens.drain().collect();
+        tokens.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut text_chunks = Vec::new();
+        let mut start = 0;
+        let mut size = 0;
+        let mut sizes = Vec::with_capacity(tokens.len());
+        for (t, b) in tokens.iter_mut() {
+            b.optimize();
+            sizes.push(t.len() + b.serialized_size());
+        }
+        for i in 0..tokens.len() {
+            size += sizes[i];
+            // A large posting gets a chunk of its own, so a query for a rare
+            // neighbouring word does not download it.
+            let next_is_large = i + 1 < tokens.len() && sizes[i + 1] >= TEXT_CHUNK_BYTES / 2;
+            if size >= TEXT_CHUNK_BYTES || sizes[i] >= TEXT_CHUNK_BYTES / 2 || next_is_large || i + 1 == tokens.len() {
+                let entries: Vec<(&str, &RoaringBitmap)> = tokens[start..=i].iter().map(|(t, b)| (t.as_str(), b)).collect();
+                sink.put(&format!("x/{}.bin", text_chunks.len()), &codec::encode_text_chunk(&entries))?;
+                text_chunks.push(tokens[start].0.clone());
+                start = i + 1;
+                size = 0;
+            }
+        }
+        drop(tokens);
+
+        // Time: per start year, the docs that started in earlier years and the exact starts within it.
+        let mut start_years = Vec::new();
+        let mut before = RoaringBitmap::new();
+        let mut by_year: BTreeMap<i32, Vec<(i64, RoaringBitmap)>> = BTreeMap::new();
+        for (ts, b) in std::mem::take(&mut self.starts) {
+            by_year.entry(crate::query::year_of(ts)).or_default().push((ts, b));
+        }
+        for (y, mut exact) in by_year {
+            before.optimize();
+            for (_, b) in exact.iter_mut() {
+                b.optimize();
+            }
+            let t = codec::TimeYear { beyond: before.clone(), exact };
+            sink.put(&format!("t/s{y}.bin"), &codec::encode_time_year(&t))?;
+            for (_, b) in &t.exact {
+                before |= b;
+            }
+            start_years.push(y);
+        }
+        let mut end_years = Vec::new();
+        let mut after = RoaringBitmap::new();
+        let mut by_year: BTreeMap<i32, Vec<(i64, RoaringBitmap)>> = BTreeMap::new();
+        for (ts, b) in std::mem::take(&mut self.ends) {
+            by_year.entry(crate::query::year_of(ts)).or_default().push((ts, b));
+        }
+        for (y, mut exact) in by_year.into_iter().rev() {
+            after.optimize();
+            for (_, b) in exact.iter_mut() {
+                b.optimize();
+            }
+            let t = codec::TimeYear { beyond: after.clone(), exact };
+            sink.put(&format!("t/e{y}.bin"), &codec::encode_time_year(&t))?;
+            for (_, b) in &t.exact {
+                after |= b;
+            }
+            end_years.push(y);
+        }
+        end_years.reverse();
+
+        for (_, b) in self.boxes.iter_mut() {
+            b.optimize();
+        }
+        if !self.boxes.is_empty() {
+            sink.put("b.bin", &codec::encode_boxes(&self.boxes))?;
+        }
+
+        let fgb = match self.fgb.take() {
+            Some(w) if n > 0 => {
+                let mut out = Vec::new();
+                w.write(&mut out)?;
+                sink.put("items.fgb", &out)?;
+                Some("items.fgb".to_string())
+            }
+            _ => None,
+        };
+
+        let meta = Meta {
+            format: FORMAT.to_string(),
+            version: VERSION,
+            site: self.site,
+            items: n,
+            doc_shard: DOC_SHARD,
+            block: BLOCK,
+            facets: metas,
+            text_chunks,
+            start_years,
+            end_years,
+            block_sizes,
+            boxes: self.boxes.len() as u32,
+            fgb,
+        };
+        let mut json = serde_json::to_vec(&meta)?;
+        json.push(b'\n');
+        sink.put("index.json", &json)?;
+        Ok(meta)
+    }
+}
+
+/// Postings bytes per text chunk before a new chunk starts.
+pub const TEXT_CHUNK_BYTES: usize = 24 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::{search_dir, Query};
+
+    fn item(i: usize, variable: &str, realm: &[&str], start_year: i64, bbox: [f64; 4]) -> ItemInput {
+        let start = crate::query::days_from_civil(start_year, 1, 1) * 86400;
+        ItemInput {
+            id: format!("CMIP6.CMIP.X.M-{i}.historical.r1i1p1f1.Amon.{variable}.gn.v20200101"),
+            href: format!("CMIP6/x/{i}.json"),
+            title: String::new(),
+            start,
+            end: start + 10 * 365 * 86400,
+            bbox,
+            facets: vec![(false, vec![variable.to_string()]), (true, realm.iter().map(|s| s.to_string()).collect())],
+            text: vec![if variable == "tas" { "Near-Surface Air Temperature".into() } else { "Precipitation".into() }],
+            label: variable.into(),
+        }
+    }
+
+    #[test]
+    fn an_empty_site_has_a_working_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = IndexWriter::new(Options::cmip6(SiteRef::default())).unwrap();
+        let meta = w.finish(&mut DirSink(dir.path().to_path_buf())).unwrap();
+        assert_eq!(meta.items, 0);
+        for params in [&[][..], &[("f.variable", "tas"), ("q", "air"), ("from", "2000-01-01"), ("bbox", "0,0,1,1")][..]] {
+            let out = search_dir(dir.path(), &Query::from_params(params.iter().copied()), true).unwrap();
+            assert_eq!(out.total, 0);
+        }
+    }
+
+    #[test]
+    fn writes_and_answers_queries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = DirSink(dir.path().to_path_buf());
+        let opts = Options {
+            facets: vec![("cmip6:variable_id".into(), "variable".into(), "Variable".into()), ("cmip6:realm".into(), "realm".into(), "Realm".into())],
+            fgb: true,
+            site: SiteRef { name: "t".into(), title: "T".into() },
+        };
+        let mut w = IndexWriter::new(opts).unwrap();
+        let global = [-180.0, -90.0, 180.0, 90.0];
+        let europe = [-10.0, 35.0, 30.0, 70.0];
+        for i in 0..1500 {
+            let (v, realm): (&str, &[&str]) = if i % 3 == 0 { ("pr", &["atmos", "land"]) } else { ("tas", &["atmos"]) };
+            w.add(item(i, v, realm, 1850 + (i as i64 % 200), if i % 5 == 0 { europe } else { global }), &mut sink).unwrap();
+        }
+        let meta = w.finish(&mut sink).unwrap();
+        assert_eq!(meta.items, 1500);
+        assert_eq!(meta.facets[0].values, ["pr", "tas"]);
+        assert!(meta.facets[1].multi);
+        let run = |params: &[(&str, &str)]| search_dir(dir.path(), &Query::from_params(params.iter().copied()), true).unwrap();
+        let all = run(&[]);
+        assert_eq!(all.total, 1500);
+        assert_eq!(all.counts["variable"]["pr"], 500);
+        let tas = run(&[("f.variable", "tas")]);
+        assert_eq!(tas.total, 1000);
+        assert_eq!(tas.counts["realm"]["atmos"], 1000);
+        assert!(!tas.counts["realm"].contains_key("land"));
+        let land = run(&[("f.realm", "land")]);
+        assert_eq!(land.total, 500);
+        // Text: prefix terms, AND.
+        assert_eq!(run(&[("q", "air temp")]).total, 1000);
+        let want = (0..1500).filter(|i| i % 3 == 0 && i.to_string().starts_with('3')).count() as u64;
+        assert_eq!(run(&[("q", "precip m-3")]).total, want);
+        // Time: items overlapping 1900-01-01..1900-12-31.
+        let t = run(&[("from", "1900-01-01"), ("to", "1900-12-31")]);
+        let want = (0..1500).filter(|i| {
+            let s = crate::query::days_from_civil(1850 + (i % 200) as i64, 1, 1) * 86400;
+            let (from, to) = (crate::query::parse_time("1900-01-01", false).unwrap(), crate::query::parse_time("1900-12-31", true).unwrap());
+            s <= to && s + 10 * 365 * 86400 >= from
+        });
+        assert_eq!(t.total, want.count() as u64);
+        // Bbox and combined filters, counted over blocks.
+        let b = run(&[("bbox", "100,0,120,10"), ("f.variable", "tas")]);
+        assert_eq!(b.total, (0..1500).filter(|i| i % 3 != 0 && i % 5 != 0).count() as u64);
+        assert_eq!(b.counts["realm"]["atmos"] as u64, b.total);
+        // The FlatGeobuf reads back (another reader: the crate's own) with every footprint.
+        let mut file = std::io::BufReader::new(std::fs::File::open(dir.path().join("items.fgb")).unwrap());
+        let mut fgb = flatgeobuf::FgbReader::open(&mut file).unwrap().select_all().unwrap();
+        assert_eq!(fgb.header().features_count(), 1500);
+        let mut n = 0;
+        while let Some(f) = flatgeobuf::FallibleStreamingIterator::next(&mut fgb).unwrap() {
+            use flatgeobuf::FeatureProperties;
+            assert!(f.property::<String>("id").unwrap().starts_with("CMIP6."));
+            n += 1;
+        }
+        assert_eq!(n, 1500);
+        let mut file = std::io::BufReader::new(std::fs::File::open(dir.path().join("items.fgb")).unwrap());
+        let europe_only = flatgeobuf::FgbReader::open(&mut file).unwrap().select_bbox(0.0, 40.0, 10.0, 50.0).unwrap();
+        assert_eq!(europe_only.features_count(), Some(1500)); // every footprint touches Europe (global or European)
+    }
+}
