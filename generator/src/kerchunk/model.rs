@@ -66,13 +66,8 @@ fn write_float(out: &mut String, f: f64, quoted_non_finite: bool) {
     } else if f == f64::NEG_INFINITY {
         "-Infinity"
     } else {
-        // ryu writes `1e20`; Python's json writes `1e+20`. Both parse the same,
-        // but matching Python keeps sidecars diffable against kerchunk's.
-        let text = serde_json::Number::from_f64(f).expect("finite").to_string();
-        match text.split_once('e') {
-            Some((mantissa, exp)) if !exp.starts_with('-') => write!(out, "{mantissa}e+{exp}").unwrap(),
-            _ => out.push_str(&text),
-        }
+        // serde_json writes exponents as `1e+20`, as Python's json does.
+        out.push_str(&serde_json::Number::from_f64(f).expect("finite").to_string());
         return;
     };
     if quoted_non_finite {
