@@ -24,6 +24,19 @@ cat > site/sites.json <<'JSON'
  {"name": "dkrz", "title": "DKRZ CMIP6 (demo)", "href": "dkrz/"}]
 JSON
 
+python3 -m http.server "$port" --bind 127.0.0.1 --directory site >/dev/null 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null' EXIT INT TERM
+for _ in $(seq 50); do curl -fsS -o /dev/null "http://localhost:$port/ceda/catalog.json" 2>/dev/null && break; sleep 0.1; done
+
+# Federation: each site harvests the other's served catalogue and rebuilds, so a dataset
+# held only at CEDA is found at DKRZ with CEDA's URLs, and one held at both lists both copies.
+$fedstac harvest -c config/demo-ceda.yaml
+$fedstac harvest -c config/demo-dkrz.yaml
+$fedstac build -c config/demo-ceda.yaml
+$fedstac build -c config/demo-dkrz.yaml
+$fedstac diff site/ceda site/dkrz && echo "demo: both sites answer with the same datasets"
+
 echo
 echo "fedstac demo: http://localhost:$port/ (search)  catalogues: /ceda/catalog.html /dkrz/catalog.html   (Ctrl-C to stop)"
-exec python3 -m http.server "$port" --bind 127.0.0.1 --directory site
+wait $server

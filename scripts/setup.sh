@@ -9,7 +9,7 @@ want_test=0
 [[ "${1:-}" == "--test" ]] && want_test=1
 
 # nginx: the federation tests and bench serve two sites on loopback ports (started by the tests, never as a service).
-packages=(libnetcdf-dev libhdf5-dev netcdf-bin pkg-config python3 python3-venv util-linux nginx)
+packages=(libnetcdf-dev libhdf5-dev netcdf-bin pkg-config python3 python3-venv util-linux nginx curl)
 # Client-side search: the browser tests drive Debian's Chromium (playwright-core from npm) against nginx.
 ((want_test)) && packages+=(chromium chromium-driver nginx)
 ((want_test)) && ! command -v npm >/dev/null && packages+=(nodejs npm)

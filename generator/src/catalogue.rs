@@ -99,7 +99,7 @@ impl<'a> CatalogueWriter<'a> {
         // Render both before writing either, so a failure leaves no orphan behind.
         let html = self.pages.render(PageKind::Item, &page)?;
         let json = to_json(&item)?;
-        writer.put(&format!("{dir}/{}.json", item.id), &json)?;
+        writer.put_document(&format!("{dir}/{}.json", item.id), &json)?;
         writer.put(&format!("{dir}/{}.html", item.id), html.as_bytes())?;
 
         self.ids.insert(id_key);
@@ -139,7 +139,7 @@ impl<'a> CatalogueWriter<'a> {
             self.stats.collections += 1;
         }
         let page = json!({"kind": "catalog", "stac": root, "children": root_children, "breadcrumbs": [], "json_href": "./catalog.json"});
-        writer.put("catalog.json", &to_json(&root)?)?;
+        writer.put_document("catalog.json", &to_json(&root)?)?;
         writer.put("catalog.html", self.pages.render(PageKind::Catalog, &page)?.as_bytes())?;
         self.stats.catalogs += 1;
         Ok(self.stats)
@@ -180,7 +180,7 @@ impl<'a> CatalogueWriter<'a> {
                 ("catalog.json", "catalog.html", PageKind::Catalog, Value::Null, serde_json::to_value(&cat)?)
             }
         };
-        writer.put(&format!("{dir}/{json_name}"), &to_json(&stac_value)?)?;
+        writer.put_document(&format!("{dir}/{json_name}"), &to_json(&stac_value)?)?;
         let page = json!({
             "kind": if matches!(kind, PageKind::Collection) { "collection" } else { "catalog" },
             "stac": stac_value, "children": children, "items": rows, "facets": facets,

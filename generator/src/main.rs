@@ -92,6 +92,9 @@ enum Command {
         /// Give up (changing nothing) past this many documents.
         #[arg(long, default_value_t = 10_000_000)]
         max_documents: usize,
+        /// Never take the partner's bundle (fetch one document at a time).
+        #[arg(long)]
+        no_bundle: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -140,13 +143,14 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<u8> {
     match cli.command {
-        Command::Harvest { url, config, cache, name, jobs, timeout, retries, backoff, max_document_bytes, max_manifest_bytes, max_documents, json } => {
+        Command::Harvest { url, config, cache, name, jobs, timeout, retries, backoff, max_document_bytes, max_manifest_bytes, max_documents, no_bundle, json } => {
             let opts = HarvestOptions {
                 fetch: FetchOptions { timeout: Duration::from_secs_f64(timeout), connect_timeout: Duration::from_secs_f64(timeout.min(10.0)), retries, backoff: Duration::from_secs_f64(backoff) },
                 jobs,
                 max_document_bytes,
                 max_manifest_bytes,
                 max_documents,
+                use_bundle: !no_bundle,
                 progress: !cli.quiet && !json,
                 ..HarvestOptions::default()
             };
@@ -266,8 +270,9 @@ fn print_summary(s: &BuildSummary, output: &std::path::Path, elapsed: std::time:
 fn print_harvest(r: &HarvestReport) {
     println!("fedstac harvest {}: {} in {:.2}s ({})", r.partner, r.outcome, r.seconds, r.url);
     println!("  manifest       {}", r.manifest);
+    println!("  bundle         {}", r.bundle);
     println!("  requests       {:>8}  ({} not modified, {} retries), {} bytes received", r.requests, r.not_modified, r.retries, r.bytes);
-    println!("  documents      {:>8}  fetched, {} known unchanged, {} resumed from an interrupted harvest", r.fetched, r.reused, r.resumed);
+    println!("  documents      {:>8}  fetched, {} from the bundle, {} known unchanged, {} resumed from an interrupted harvest", r.fetched, r.bundled, r.reused, r.resumed);
     println!("  mirror         {:>8}  items in {} catalogues: {} added, {} changed, {} removed", r.items, r.catalogs, r.items_added, r.items_changed, r.items_removed);
     println!("  refused        {:>8}", r.refused);
     println!("  failed         {:>8}  ({} kept their previous copy)", r.failed, r.kept_previous);

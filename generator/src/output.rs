@@ -21,10 +21,21 @@ use sha2::{Digest, Sha256};
 /// needs the whole list in memory.
 pub const MANIFEST: &str = "fedstac-manifest.json";
 
+/// Published beside the manifest: every STAC document of the site (catalogues,
+/// collections, items) in one gzip stream, so a harvesting partner takes a
+/// whole site in one request instead of one per document. Records, in write
+/// order: `<site path>\t<sha256 hex>\t<byte length>\n<the bytes>\n`. Listed
+/// in the manifest with its own digest (written last, so the manifest is
+/// what vouches for it).
+pub const BUNDLE: &str = "fedstac-bundle.gz";
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ManifestEntry {
     pub sha256: String,
     pub size: u64,
+    /// A STAC document, also in the bundle.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stac: bool,
 }
 
 /// Counts of what a write did, for the build summary.
@@ -45,6 +56,7 @@ pub struct SiteWriter {
     /// How many of `previous` were written again (the rest are removed).
     previous_seen: usize,
     manifest: BufWriter<std::fs::File>,
+    bundle: flate2::write::GzEncoder<BufWriter<std::fs::File>>,
     stats: WriteStats,
     committed: bool,
 }
@@ -73,6 +85,10 @@ impl SiteWriter {
         let file = std::fs::File::create(staging.join(MANIFEST)).context("creating manifest")?;
         let mut manifest = BufWriter::new(file);
         write!(manifest, "{{\"generator\": \"fedstac {}\", \"files\": {{", env!("CARGO_PKG_VERSION"))?;
+        let file = std::fs::File::create(staging.join(BUNDLE)).context("creating the bundle")?;
+        // Level 1: JSON still shrinks ~8×, and the build barely notices. The gzip
+        // header carries no timestamp, so the bundle is deterministic.
+        let bundle = flate2::write::GzEncoder::new(BufWriter::new(file), flate2::Compression::fast());
         Ok(SiteWriter {
             live: live.to_path_buf(),
             staging,
@@ -80,13 +96,27 @@ impl SiteWriter {
             written: HashSet::new(),
             previous_seen: 0,
             manifest,
+            bundle,
             stats: WriteStats::default(),
             committed: false,
         })
     }
 
-    /// Adds one file at a site-relative path (`/`-separated, no `..`).
-    pub fn put(&mut self, rel_path: &str, bytes: &[u8]) -> Result<()> {
+    /// Adds a STAC document (catalogue, collection or item): a file, and a record in the bundle.
+    pub fn put_document(&mut self, rel_path: &str, bytes: &[u8]) -> Result<()> {
+        let sha = self.put_file(rel_path, bytes, true)?;
+        write!(self.bundle, "{rel_path}\t{}\t{}\n", hex::encode(sha), bytes.len()).context("writing the bundle")?;
+        self.bundle.write_all(bytes).context("writing the bundle")?;
+        self.bundle.write_all(b"\n").context("writing the bundle")?;
+        Ok(())
+    }
+
+    /// Adds one file at a site-relative path (`/`-separated, no `..`); returns its SHA-256.
+    pub fn put(&mut self, rel_path: &str, bytes: &[u8]) -> Result<[u8; 32]> {
+        self.put_file(rel_path, bytes, false)
+    }
+
+    fn put_file(&mut self, rel_path: &str, bytes: &[u8], stac: bool) -> Result<[u8; 32]> {
         let rel = safe_relative(rel_path)?;
         let key = path_key(rel_path);
         if !self.written.insert(key) {
@@ -108,14 +138,28 @@ impl SiteWriter {
             self.stats.written += 1;
         }
         let sep = if self.written.len() == 1 { "" } else { "," };
-        let entry = serde_json::to_string(&ManifestEntry { sha256: hex::encode(sha), size: bytes.len() as u64 })?;
+        let entry = serde_json::to_string(&ManifestEntry { sha256: hex::encode(sha), size: bytes.len() as u64, stac })?;
         write!(self.manifest, "{sep}\n{}: {entry}", serde_json::to_string(rel_path)?)?;
-        Ok(())
+        Ok(sha)
     }
 
     /// Finishes the manifest, syncs, and swaps the new tree in.
     pub fn commit(mut self) -> Result<WriteStats> {
         self.committed = true;
+        // The bundle is listed last; unchanged, it keeps the live copy (and its ETag).
+        self.bundle.try_finish().context("writing the bundle")?;
+        self.bundle.get_mut().flush().context("writing the bundle")?;
+        let (staged, live) = (self.staging.join(BUNDLE), self.live.join(BUNDLE));
+        let (sha, size) = file_digest(&staged)?;
+        let reused = self.previous.get(&path_key(BUNDLE)) == Some(&(sha, size)) && same_bytes(&staged, &live);
+        if reused {
+            std::fs::remove_file(&staged).context("replacing the bundle")?;
+            std::fs::hard_link(&live, &staged).context("reusing the unchanged bundle")?;
+        }
+        self.previous_seen += self.previous.contains_key(&path_key(BUNDLE)) as usize;
+        let sep = if self.written.is_empty() { "" } else { "," };
+        let entry = serde_json::to_string(&ManifestEntry { sha256: hex::encode(sha), size, stac: false })?;
+        write!(self.manifest, "{sep}\n{}: {entry}", serde_json::to_string(BUNDLE)?)?;
         self.stats.removed = self.previous.len() - self.previous_seen;
         self.manifest.write_all(b"\n}}\n")?;
         self.manifest.flush().context("writing manifest")?;
@@ -137,6 +181,14 @@ impl SiteWriter {
         }
         Ok(self.stats)
     }
+}
+
+/// SHA-256 and size of a file, read in a stream.
+fn file_digest(path: &Path) -> Result<([u8; 32], u64)> {
+    let mut file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let size = std::io::copy(&mut file, &mut hasher).with_context(|| format!("reading {}", path.display()))?;
+    Ok((hasher.finalize().into(), size))
 }
 
 /// Whether two files hold the same bytes (false if either is unreadable).

@@ -22,7 +22,7 @@ struct SiteSink<'a>(&'a mut SiteWriter);
 
 impl Sink for SiteSink<'_> {
     fn put(&mut self, path: &str, bytes: &[u8]) -> fedstac_index::write::Result<()> {
-        self.0.put(&format!("{}/{path}", fedstac_index::DIR), bytes).map_err(|e| format!("{e:#}").into())
+        self.0.put(&format!("{}/{path}", fedstac_index::DIR), bytes).map(|_| ()).map_err(|e| format!("{e:#}").into())
     }
 }
 

@@ -21,6 +21,7 @@ use fedstac::config::SiteConfig;
 use fedstac::harvest::fetch::FetchOptions;
 use fedstac::harvest::{HarvestOptions, HarvestReport};
 use serde_json::{json, Value};
+use sha2::Digest as _;
 
 const CEDA_URL: &str = "https://data.ceda.ac.uk/badc/cmip6/data/";
 const DKRZ_URL: &str = "https://esgf3.dkrz.de/thredds/fileServer/cmip6/";
@@ -304,6 +305,9 @@ fn two_sites_harvest_each_other_and_answer_the_same() {
     assert_eq!(first["outcome"], "updated");
     assert_eq!(first["items"].as_u64().unwrap() as usize, local_dkrz.len());
     assert!(first["manifest"].as_str().unwrap().starts_with("fetched"));
+    // A first harvest takes the partner's bundle: two requests in all.
+    assert_eq!(first["requests"], 2, "{first}");
+    assert_eq!(first["bundled"].as_u64().unwrap(), first["catalogs"].as_u64().unwrap() + first["items"].as_u64().unwrap(), "{first}");
     let reports = harvest_all(&dkrz, &quick_opts());
     assert_eq!(reports[0].items, local_ceda.len());
     let summary_ceda = build(ceda.clone());
@@ -699,7 +703,7 @@ fn a_hostile_partner_neither_corrupts_nor_escapes_the_site() {
 /// Harvests with `--jobs 1` from a rate-limited nginx until a few items are journaled, then SIGKILL.
 fn interrupted_harvest(url: &str, cache: &Path) -> usize {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fedstac"))
-        .args(["--quiet", "harvest", url, "--name", "dkrz", "--cache", &cache.display().to_string(), "--jobs", "1"])
+        .args(["--quiet", "harvest", url, "--name", "dkrz", "--cache", &cache.display().to_string(), "--jobs", "1", "--no-bundle"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -738,7 +742,7 @@ fn an_interrupted_harvest_resumes_from_its_journal() {
     // The same partner URL again, now fast: the journaled documents are not fetched again.
     let fast = Nginx::start_on(&dir.join("nginx-fast"), &partner.output, "", port);
     let served_before = fast.requests();
-    let out = fedstac(&["harvest", &url, "--name", "dkrz", "--cache", &cache.display().to_string(), "--json"]);
+    let out = fedstac(&["harvest", &url, "--name", "dkrz", "--cache", &cache.display().to_string(), "--json", "--no-bundle"]);
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["resumed"].as_u64().unwrap() as usize >= journaled, "{report}");
@@ -748,6 +752,61 @@ fn an_interrupted_harvest_resumes_from_its_journal() {
     assert_eq!(fast.requests() - served_before, documents - report["resumed"].as_u64().unwrap() as usize + 1, "one request per document not journaled, plus the manifest");
     assert!(!cache.join("partners/dkrz/journal.jsonl").exists(), "the journal is folded into the mirror");
     assert_eq!(fedstac::harvest::mirrored_items(&cache, "dkrz").unwrap().len(), total_items);
+}
+
+#[test]
+fn a_bundle_is_checked_record_by_record_and_the_crawl_fills_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_, dkrz_root, _) = make_archives(dir);
+    let partner = site_config(dir, "dkrz", &dkrz_root, DKRZ_URL, &[]);
+    build(partner.clone());
+    let site = partner.output.clone();
+    let nginx = Nginx::start(&dir.join("nginx"), &site, "");
+    let url = nginx.url("catalog.json");
+    let harvest = |cache: &str| -> (Value, BTreeMap<String, Value>) {
+        let cache = dir.join(cache);
+        let out = fedstac(&["harvest", &url, "--name", "dkrz", "--cache", &cache.display().to_string(), "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+        (serde_json::from_slice(&out.stdout).unwrap(), fedstac::harvest::mirrored_items(&cache, "dkrz").unwrap())
+    };
+    let count = |r: &Value, k: &str| r[k].as_u64().unwrap();
+
+    // The bundle as built: the manifest and the bundle are the only requests.
+    let (good, expected) = harvest("cache-good");
+    let documents = count(&good, "catalogs") + count(&good, "items");
+    assert_eq!((count(&good, "requests"), count(&good, "bundled")), (2, documents), "{good}");
+    assert_eq!(expected.len(), site_items(&site).len());
+
+    // One record altered (its own digest is right, the manifest's is not): that one document is fetched.
+    let bundle_path = site.join(fedstac::output::BUNDLE);
+    let gz = flate2::read::GzDecoder::new(std::fs::File::open(&bundle_path).unwrap());
+    let mut records: Vec<_> = fedstac::harvest::bundle::BundleReader::new(std::io::BufReader::new(gz), 1 << 24).map(Result::unwrap).collect();
+    let altered = records.iter_mut().find(|r| r.path.ends_with(".json") && r.path.matches('/').count() > 3).unwrap();
+    altered.bytes = serde_json::to_vec(&serde_json::from_slice::<Value>(&altered.bytes).unwrap()).unwrap();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for r in &records {
+        let sha = hex::encode(sha2::Sha256::digest(&r.bytes));
+        write!(enc, "{}\t{sha}\t{}\n", r.path, r.bytes.len()).unwrap();
+        enc.write_all(&r.bytes).unwrap();
+        enc.write_all(b"\n").unwrap();
+    }
+    let bundle = enc.finish().unwrap();
+    std::fs::write(&bundle_path, &bundle).unwrap();
+    let manifest_path = site.join(fedstac::output::MANIFEST);
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    manifest["files"][fedstac::output::BUNDLE]["sha256"] = json!(hex::encode(sha2::Sha256::digest(&bundle)));
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let (mixed, items) = harvest("cache-mixed");
+    assert_eq!((count(&mixed, "requests"), count(&mixed, "bundled"), count(&mixed, "fetched")), (3, documents - 1, 1), "{mixed}");
+    assert_eq!(items, expected);
+
+    // A bundle cut short fails the manifest's digest: every document is crawled instead.
+    std::fs::write(&bundle_path, &bundle[..bundle.len() / 2]).unwrap();
+    let (cut, items) = harvest("cache-cut");
+    assert!(cut["bundle"].as_str().unwrap().contains("is not the manifest's"), "{cut}");
+    assert_eq!((count(&cut, "bundled"), count(&cut, "fetched")), (0, documents), "{cut}");
+    assert_eq!(items, expected);
 }
 
 /// A static catalogue of hand-made partner items, for version rules.

@@ -148,6 +148,71 @@ impl Fetcher {
         }
     }
 
+    /// GETs a large file (the partner's bundle) into `dest`, hashing it on the
+    /// way; returns its SHA-256 (hex) and size. Retried like [`Fetcher::get`].
+    pub async fn download(&self, url: &Url, limit: u64, dest: &std::path::Path) -> Result<(String, u64), FetchError> {
+        let mut attempt = 0;
+        loop {
+            match self.try_download(url, limit, dest).await {
+                Err(FetchError::Transient(why)) if attempt < self.opts.retries => {
+                    attempt += 1;
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    let wait = backoff(self.opts.backoff, attempt, url.as_str());
+                    tracing::debug!("{url}: {why}; retry {attempt} in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_download(&self, url: &Url, limit: u64, dest: &std::path::Path) -> Result<(String, u64), FetchError> {
+        use sha2::Digest;
+        use tokio::io::AsyncWriteExt;
+        let client = match &self.source {
+            Source::Http(c) => c,
+            Source::Dir(_) => return Err(FetchError::Refused("bundles are only downloaded over HTTP(S)".into())),
+        };
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        // The client's timeout is sized for one document; a bundle may take minutes.
+        let timeout = self.opts.timeout.max(Duration::from_secs(3600));
+        let mut response = client.get(url.clone()).timeout(timeout).send().await.map_err(|e| FetchError::Transient(describe(&e)))?;
+        let status = response.status();
+        self.stats.bytes.fetch_add(header_bytes(response.headers()), Ordering::Relaxed);
+        match status {
+            StatusCode::NOT_FOUND | StatusCode::GONE => return Err(FetchError::NotFound),
+            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => return Err(FetchError::Transient(format!("HTTP {s}"))),
+            s if !s.is_success() => return Err(FetchError::Refused(format!("HTTP {s}"))),
+            _ => {}
+        }
+        if let Some(len) = response.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u64>().ok()) {
+            if len > limit {
+                return Err(FetchError::Refused(format!("{len} bytes is over the size limit of {limit} bytes")));
+            }
+        }
+        let local = |e: std::io::Error| FetchError::Transient(format!("writing {}: {e}", dest.display()));
+        let mut file = tokio::io::BufWriter::new(tokio::fs::File::create(dest).await.map_err(local)?);
+        let mut hasher = sha2::Sha256::new();
+        let mut size = 0u64;
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    self.stats.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    size += chunk.len() as u64;
+                    if size > limit {
+                        return Err(FetchError::Refused(format!("over the size limit of {limit} bytes")));
+                    }
+                    hasher.update(&chunk);
+                    file.write_all(&chunk).await.map_err(local)?;
+                }
+                Ok(None) => break,
+                Err(e) => return Err(FetchError::Transient(describe(&e))),
+            }
+        }
+        file.flush().await.map_err(local)?;
+        Ok((hex::encode(hasher.finalize()), size))
+    }
+
     async fn try_get(&self, client: &reqwest::Client, url: &Url, known: Option<&Validators>, limit: u64) -> Result<Fetched, FetchError> {
         let mut request = client.get(url.clone());
         if let Some(v) = known {

@@ -17,10 +17,17 @@
 //! - Any other static catalogue: every document is fetched conditionally
 //!   (If-None-Match / If-Modified-Since), so unchanged ones cost a 304.
 //!
+//! - A first harvest, or one where at least an eighth of the partner's STAC
+//!   documents changed, takes the partner's bundle ([`crate::output::BUNDLE`]):
+//!   every document in one gzip download, each record checked against the
+//!   manifest's digest and sanitized like a fetched document ([`bundle`]).
+//!   A bundle that fails or does not match leaves the rest to the crawl.
+//!
 //! A failed or refused document keeps its last good copy (reported); a
 //! document gone from the partner (404, or no longer linked) is dropped. An
 //! interrupted harvest resumes from its journal.
 
+pub mod bundle;
 pub mod fetch;
 pub mod mirror;
 pub mod sanitize;
@@ -41,7 +48,7 @@ use url::Url;
 
 use crate::config::{PartnerConfig, SiteConfig};
 use crate::merge::Placer;
-use crate::output::{ManifestEntry, MANIFEST};
+use crate::output::{ManifestEntry, BUNDLE, MANIFEST};
 use fetch::{FetchError, FetchOptions, Fetched, Fetcher, Validators};
 use mirror::{DocEntry, Journal, JournalHeader, ManifestState, MirrorHeader, MirrorReader, MirrorWriter};
 use sanitize::{Doc, Scope};
@@ -61,6 +68,10 @@ pub struct HarvestOptions {
     pub max_depth: usize,
     /// An interrupted harvest younger than this is resumed from its journal.
     pub resume_within: Duration,
+    /// Take the partner's bundle when much has changed (off: one request per document).
+    pub use_bundle: bool,
+    /// Largest bundle accepted.
+    pub max_bundle_bytes: u64,
     pub progress: bool,
 }
 
@@ -74,6 +85,8 @@ impl Default for HarvestOptions {
             max_documents: 10_000_000,
             max_depth: 32,
             resume_within: Duration::from_secs(24 * 3600),
+            use_bundle: true,
+            max_bundle_bytes: 64 << 30,
             progress: false,
         }
     }
@@ -103,6 +116,10 @@ pub struct HarvestReport {
     pub reused: usize,
     /// Documents taken from the journal of an interrupted harvest.
     pub resumed: usize,
+    /// Documents taken from the partner's bundle.
+    pub bundled: usize,
+    /// What happened to the partner's bundle.
+    pub bundle: String,
     pub items_added: usize,
     pub items_changed: usize,
     pub items_removed: usize,
@@ -202,6 +219,7 @@ struct JournalDoc {
     not_modified: bool,
     links: Option<Vec<(String, String)>>,
     item_id: Option<String>,
+    from_bundle: bool,
 }
 
 /// Where a document's line in the new mirror comes from.
@@ -287,7 +305,7 @@ pub async fn harvest(target: &Target, cache: &Path, placer: Arc<Placer>, opts: &
     let valid_len = resumed.as_ref().map(|(_, len)| *len);
     for (offset, len, e) in resumed.map(|(e, _)| e).unwrap_or_default() {
         let item_id = e.item_id().map(str::to_string);
-        let doc = JournalDoc { offset, len, sha: e.sha256, validators: Validators { etag: e.etag, last_modified: e.last_modified }, not_modified: e.not_modified, links: e.links, item_id };
+        let doc = JournalDoc { offset, len, sha: e.sha256, validators: Validators { etag: e.etag, last_modified: e.last_modified }, not_modified: e.not_modified, links: e.links, item_id, from_bundle: false };
         if doc.not_modified && !old.contains_key(&e.url) {
             continue;
         }
@@ -305,13 +323,13 @@ pub async fn harvest(target: &Target, cache: &Path, placer: Arc<Placer>, opts: &
     // The manifest, when the partner publishes one.
     let manifest_url = scope.base().join(MANIFEST)?;
     let known_manifest = old_header.as_ref().and_then(|h| h.manifest.clone()).map(|m| Validators { etag: m.etag, last_modified: m.last_modified });
-    let mut manifest: Option<HashMap<String, String>> = None;
+    let mut manifest: Option<PartnerManifest> = None;
     let mut manifest_state: Option<ManifestState> = None;
     let mut manifest_unchanged = false;
     match fetcher.get(&manifest_url, known_manifest.as_ref().filter(|v| !v.is_empty()), opts.max_manifest_bytes).await {
         Ok(Fetched::Body { bytes, validators }) => match parse_manifest(&bytes) {
             Ok(m) => {
-                report.manifest = format!("fetched ({} files listed)", m.len());
+                report.manifest = format!("fetched ({} files listed)", m.files.len());
                 manifest = Some(m);
                 manifest_state = Some(ManifestState { etag: validators.etag, last_modified: validators.last_modified });
             }
@@ -326,10 +344,30 @@ pub async fn harvest(target: &Target, cache: &Path, placer: Arc<Placer>, opts: &
         Err(e) => report.manifest = format!("{e}; every document is fetched conditionally"),
     }
 
+    // Much to fetch: the bundle brings every document in one request.
+    report.bundle = "not used".into();
+    if let Some(m) = manifest.as_ref().filter(|_| opts.use_bundle) {
+        if let Some(bundle_sha) = m.files.get(BUNDLE) {
+            let holds = |path: &str, sha: &str| {
+                let Ok(url) = scope.base().join(path) else { return false };
+                let key = url.to_string();
+                old.get(&key).is_some_and(|o| o.sha == sha) || journaled.get(&key).is_some_and(|j| j.sha == sha)
+            };
+            let stale = m.stac.iter().filter(|p| !holds(p, &m.files[*p])).count();
+            if stale >= 16 && stale * 8 >= m.stac.len() {
+                let taken = take_bundle(&fetcher, &scope, &placer, m, bundle_sha, &dir, opts, &mut journal, &mut journaled, &mut report).await;
+                report.bundle = match taken {
+                    Ok(n) => format!("{n} documents taken"),
+                    Err(e) => format!("{e:#}; the rest is fetched one document at a time"),
+                };
+            }
+        }
+    }
+
     // The crawl.
     let bar = progress_bar(opts.progress, &target.name);
     let mut new: BTreeMap<String, NewDoc> = BTreeMap::new();
-    let mut visited: HashSet<String> = HashSet::with_capacity(manifest.as_ref().map_or(old.len(), |m| m.len() / 2).max(old.len()) + 1);
+    let mut visited: HashSet<String> = HashSet::with_capacity(manifest.as_ref().map_or(old.len(), |m| m.files.len() / 2).max(old.len()) + 1);
     visited.insert(root_key.clone());
     let mut queue: VecDeque<Task> = VecDeque::from([Task { url: root.clone(), depth: 0 }]);
     let mut inflight = FuturesUnordered::new();
@@ -342,7 +380,7 @@ pub async fn harvest(target: &Target, cache: &Path, placer: Arc<Placer>, opts: &
         while inflight.len() < jobs {
             let Some(task) = queue.pop_front() else { break };
             let key = task.url.to_string();
-            let listed = manifest.as_ref().and_then(|m| scope.relative(&task.url).and_then(|rel| m.get(rel)));
+            let listed = manifest.as_ref().and_then(|m| scope.relative(&task.url).and_then(|rel| m.files.get(rel)));
             // 1. Journaled by the interrupted harvest (and still current per the manifest).
             if let Some(j) = journaled.get(&key) {
                 let current = match (&manifest, listed) {
@@ -358,7 +396,11 @@ pub async fn harvest(target: &Target, cache: &Path, placer: Arc<Placer>, opts: &
                         (Line::Journal(j.offset, j.len), j.links.clone())
                     };
                     let item_id = if j.not_modified { old[&key].item_id.clone() } else { j.item_id.clone() };
-                    report.resumed += 1;
+                    if j.from_bundle {
+                        report.bundled += 1;
+                    } else {
+                        report.resumed += 1;
+                    }
                     new.insert(key.clone(), NewDoc { line, sha: j.sha.clone(), item_id, links: links.clone() });
                     expand(&mut queue, &mut visited, &links, task.depth, opts, &mut truncated, &mut report, &bar);
                     bar.inc(1);
@@ -417,20 +459,8 @@ pub async fn harvest(target: &Target, cache: &Path, placer: Arc<Placer>, opts: &
                 }
                 report.fetched += 1;
                 let manifest_match = listed.as_deref() == Some(sha.as_str());
-                let mut entry = DocEntry { url: key.clone(), etag: validators.etag, last_modified: validators.last_modified, sha256: sha.clone(), manifest_match, ..Default::default() };
-                let (item_id, notes) = match doc {
-                    Doc::Catalog { links, notes } => {
-                        entry.links = Some(links);
-                        (None, notes)
-                    }
-                    Doc::Item { item, id, notes } => {
-                        entry.item = Some(item);
-                        (Some(id), notes)
-                    }
-                };
-                for n in notes {
-                    report.note(&key, n);
-                }
+                let base = DocEntry { url: key.clone(), etag: validators.etag, last_modified: validators.last_modified, sha256: sha.clone(), manifest_match, ..Default::default() };
+                let (mut entry, item_id) = doc_entry(base, doc, &mut report);
                 let (offset, len) = journal.append(&entry)?;
                 let links = entry.links.take();
                 // Same bytes as the mirrored copy (a server without validators): keep that line.
@@ -561,6 +591,93 @@ pub async fn harvest(target: &Target, cache: &Path, placer: Arc<Placer>, opts: &
     Ok(report)
 }
 
+/// Fills a mirror entry from a sanitized document; its notes go to the report.
+fn doc_entry(mut entry: DocEntry, doc: Doc, report: &mut HarvestReport) -> (DocEntry, Option<String>) {
+    let (item_id, notes) = match doc {
+        Doc::Catalog { links, notes } => {
+            entry.links = Some(links);
+            (None, notes)
+        }
+        Doc::Item { item, id, notes } => {
+            entry.item = Some(item);
+            (Some(id), notes)
+        }
+    };
+    for n in notes {
+        report.note(&entry.url, n);
+    }
+    (entry, item_id)
+}
+
+/// Downloads the partner's bundle and journals every record that the
+/// manifest lists with the same digest and that sanitizes, as if it had been
+/// fetched; the crawl then finds them current. Returns how many were taken
+/// (those journaled before an error stay taken).
+#[allow(clippy::too_many_arguments)]
+async fn take_bundle(
+    fetcher: &Fetcher,
+    scope: &Scope,
+    placer: &Placer,
+    manifest: &PartnerManifest,
+    bundle_sha: &str,
+    dir: &Path,
+    opts: &HarvestOptions,
+    journal: &mut Journal,
+    journaled: &mut HashMap<String, JournalDoc>,
+    report: &mut HarvestReport,
+) -> Result<usize> {
+    let url = scope.base().join(BUNDLE)?;
+    let download = dir.join("bundle.download");
+    let (sha, _) = fetcher.download(&url, opts.max_bundle_bytes, &download).await.map_err(|e| anyhow!("{url}: {e}"))?;
+    let mut taken = 0;
+    let result = (|| -> Result<()> {
+        if sha != bundle_sha {
+            bail!("{url}: its SHA-256 {sha} is not the manifest's {bundle_sha} (rebuilt meanwhile?)");
+        }
+        let file = File::open(&download).with_context(|| format!("reading {}", download.display()))?;
+        let gz = flate2::read::GzDecoder::new(std::io::BufReader::new(file));
+        let mut records = bundle::BundleReader::new(std::io::BufReader::new(gz), opts.max_document_bytes);
+        // Sanitizing is the CPU cost of a harvest: batches of records across the cores.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        loop {
+            let mut batch = Vec::with_capacity(BUNDLE_BATCH);
+            for record in records.by_ref().take(BUNDLE_BATCH) {
+                let record = record.with_context(|| format!("{url}"))?;
+                if manifest.files.get(&record.path) != Some(&record.sha256) || crate::output::safe_relative(&record.path).is_err() {
+                    continue;
+                }
+                let Ok(doc_url) = scope.base().join(&record.path) else { continue };
+                if journaled.get(doc_url.as_str()).is_some_and(|j| j.sha == record.sha256) {
+                    continue;
+                }
+                batch.push((doc_url, record));
+            }
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let per_thread = batch.len().div_ceil(threads);
+            let docs: Vec<Result<Doc, String>> = std::thread::scope(|s| {
+                let handles: Vec<_> = batch.chunks(per_thread).map(|chunk| s.spawn(move || chunk.iter().map(|(u, r)| sanitize::classify(&r.bytes, u, scope, placer)).collect::<Vec<_>>())).collect();
+                handles.into_iter().flat_map(|h| h.join().expect("sanitizing does not panic")).collect()
+            });
+            for ((doc_url, record), doc) in batch.into_iter().zip(docs) {
+                // A refused document is left to the crawl, which fetches and reports it.
+                let Ok(doc) = doc else { continue };
+                let key = doc_url.to_string();
+                let base = DocEntry { url: key.clone(), sha256: record.sha256.clone(), manifest_match: true, ..Default::default() };
+                let (entry, item_id) = doc_entry(base, doc, report);
+                let (offset, len) = journal.append(&entry)?;
+                journaled.insert(key, JournalDoc { offset, len, sha: record.sha256, validators: Validators::default(), not_modified: false, links: entry.links, item_id, from_bundle: true });
+                taken += 1;
+            }
+        }
+    })();
+    let _ = std::fs::remove_file(&download);
+    result.map(|()| taken).map_err(|e| anyhow!("{e:#} ({taken} documents taken before)"))
+}
+
+const BUNDLE_BATCH: usize = 2048;
+
 /// Queues the links of a catalogue (each URL once, within depth and count limits).
 #[allow(clippy::too_many_arguments)]
 fn expand(queue: &mut VecDeque<Task>, visited: &mut HashSet<String>, links: &Option<Vec<(String, String)>>, depth: usize, opts: &HarvestOptions, truncated: &mut bool, report: &mut HarvestReport, bar: &ProgressBar) {
@@ -603,14 +720,22 @@ fn keep_previous(
     true
 }
 
-/// The partner's manifest: site path → SHA-256.
-fn parse_manifest(bytes: &[u8]) -> Result<HashMap<String, String>> {
+/// The partner's manifest.
+struct PartnerManifest {
+    /// Site path → SHA-256 (hex).
+    files: HashMap<String, String>,
+    /// Paths of the STAC documents (those in the bundle).
+    stac: Vec<String>,
+}
+
+fn parse_manifest(bytes: &[u8]) -> Result<PartnerManifest> {
     #[derive(serde::Deserialize)]
     struct Manifest {
         files: HashMap<String, ManifestEntry>,
     }
     let m: Manifest = serde_json::from_slice(bytes).context("not a fedstac manifest")?;
-    Ok(m.files.into_iter().map(|(path, e)| (path, e.sha256)).collect())
+    let stac = m.files.iter().filter(|(_, e)| e.stac).map(|(p, _)| p.clone()).collect();
+    Ok(PartnerManifest { files: m.files.into_iter().map(|(path, e)| (path, e.sha256)).collect(), stac })
 }
 
 fn lock(dir: &Path) -> Result<nix::fcntl::Flock<File>> {
