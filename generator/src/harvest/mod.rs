@@ -628,7 +628,9 @@ async fn take_bundle(
 ) -> Result<usize> {
     let url = scope.base().join(BUNDLE)?;
     let download = dir.join("bundle.download");
-    let (sha, _) = fetcher.download(&url, opts.max_bundle_bytes, &download).await.map_err(|e| anyhow!("{url}: {e}"))?;
+    let started = Instant::now();
+    let (sha, size) = fetcher.download(&url, opts.max_bundle_bytes, &download).await.map_err(|e| anyhow!("{url}: {e}"))?;
+    tracing::debug!("bundle: {size} bytes downloaded in {:.2?}", started.elapsed());
     let mut taken = 0;
     let result = (|| -> Result<()> {
         if sha != bundle_sha {
@@ -673,6 +675,7 @@ async fn take_bundle(
         }
     })();
     let _ = std::fs::remove_file(&download);
+    tracing::debug!("bundle: {taken} documents taken in {:.2?}", started.elapsed());
     result.map(|()| taken).map_err(|e| anyhow!("{e:#} ({taken} documents taken before)"))
 }
 
