@@ -1,12 +1,14 @@
-//! Writes Kerchunk references (until the CLI has a subcommand for them), for
-//! the Python cross-checks in tests/python/test_kerchunk.py.
+//! Writes Kerchunk references of files given on the command line, for the
+//! Python cross-checks in tests/python/test_kerchunk.py and the benchmark
+//! (`fedstac build` writes them into sites: generator/src/sidecars.rs).
 //!
 //! ```text
 //! kerchunk_refs OUT_DIR FILE...              # OUT_DIR/<n>.json per file + OUT_DIR/index.json
 //! kerchunk_refs --combine OUT.json FILE...   # one combined reference
 //! ```
 //! Each file's URL is its path as given. index.json lists, in argument order,
-//! `{"path": .., "refs": "<n>.json"}` or `{"path": .., "error": ..}`.
+//! `{"path": .., "refs": "<n>.json", "skipped": {variable: why}}` or
+//! `{"path": .., "error": ..}`.
 
 use std::path::Path;
 
@@ -30,7 +32,7 @@ fn main() -> Result<()> {
                     Ok(refs) => {
                         let name = format!("{n}.json");
                         std::fs::write(Path::new(out_dir).join(&name), refs.to_json())?;
-                        serde_json::json!({"path": f, "refs": name})
+                        serde_json::json!({"path": f, "refs": name, "skipped": refs.skipped()})
                     }
                     Err(e) => serde_json::json!({"path": f, "error": format!("{e:#}")}),
                 };

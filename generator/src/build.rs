@@ -20,6 +20,7 @@ use crate::output::SiteWriter;
 use crate::read;
 use crate::recipe::{PathRejection, Recipe};
 use crate::scan::{self, ScanCounts, ScannedFile};
+use crate::sidecars::{SidecarSummary, Sidecars};
 
 pub struct BuildOptions {
     pub config: SiteConfig,
@@ -50,6 +51,8 @@ pub struct BuildSummary {
     pub outputs_removed: usize,
     /// Partner items merged in (federation).
     pub merge: MergeSummary,
+    /// Kerchunk sidecars (when a root has them enabled).
+    pub kerchunk: Option<SidecarSummary>,
     /// The full summary as JSON (beside the cache; it names local paths).
     pub report_path: Option<PathBuf>,
 }
@@ -96,6 +99,8 @@ pub async fn build(opts: BuildOptions) -> Result<BuildSummary> {
     let mut search = crate::search_index::SearchIndex::new(&config.site)?;
     let mut report = ItemsReport::default();
     let mut failures = Vec::new();
+    // Kerchunk reference files beside the items (sidecars.rs), when a root asks for them.
+    let mut sidecars = Sidecars::new(&config, opts.jobs)?;
 
     let bar = progress_counter(opts.progress);
     let checksums = config.checksums;
@@ -140,7 +145,7 @@ pub async fn build(opts: BuildOptions) -> Result<BuildSummary> {
     while let Some((dataset, outcome)) = results.next().await {
         bar.inc(1);
         if dataset != group_key {
-            flush_dataset(&config.site.name, &contexts, &recipes, std::mem::take(&mut group), &mut writer, &mut catalogue, &mut search, &mut merger, &mut report)?;
+            flush_dataset(&config.site.name, &contexts, &recipes, std::mem::take(&mut group), &mut writer, &mut catalogue, &mut search, &mut merger, sidecars.as_mut(), &mut report)?;
             group_key = dataset;
         }
         match outcome {
@@ -160,7 +165,7 @@ pub async fn build(opts: BuildOptions) -> Result<BuildSummary> {
             }
         }
     }
-    flush_dataset(&config.site.name, &contexts, &recipes, group, &mut writer, &mut catalogue, &mut search, &mut merger, &mut report)?;
+    flush_dataset(&config.site.name, &contexts, &recipes, group, &mut writer, &mut catalogue, &mut search, &mut merger, sidecars.as_mut(), &mut report)?;
     // Federation: datasets held only at partners (merge.rs).
     while let Some(next) = merger.next_partner_only(&mut report.warnings) {
         let (recipe, dataset) = next?;
@@ -202,6 +207,7 @@ pub async fn build(opts: BuildOptions) -> Result<BuildSummary> {
     let written = writer.commit()?;
     tracing::debug!("timings: scan+read+items {:.2?}, catalogue pages {:.2?}, sync+swap {:.2?}", t_items, t_pages - t_items, started.elapsed() - t_pages);
     new_cache.commit()?;
+    summary.kerchunk = sidecars.map(Sidecars::finish).transpose()?;
     summary.items = stats.items;
     summary.collections = stats.collections;
     summary.outputs_written = written.written;
@@ -225,11 +231,20 @@ fn flush_dataset(
     catalogue: &mut CatalogueWriter,
     search: &mut crate::search_index::SearchIndex,
     merger: &mut Merger,
+    mut sidecars: Option<&mut Sidecars>,
     report: &mut ItemsReport,
 ) -> Result<()> {
     let Some(first) = records.first() else { return Ok(()) };
     let recipe = &recipes[first.file.root];
     let mut datasets = items::build_items(site_name, contexts, &records, report)?;
+    if let Some(sidecars) = sidecars.as_deref_mut() {
+        for dataset in datasets.iter_mut() {
+            // A dataset found again under another root is not written (below): nor are its sidecars.
+            if !catalogue.has_item(&dataset.item.id) {
+                sidecars.add(writer, dataset, &mut report.warnings).with_context(|| format!("kerchunk sidecars of {}", dataset.item.id))?;
+            }
+        }
+    }
     // Federation: partner copies, held_at, latest/retracted across sites (merge.rs).
     merger.merge_local(&mut datasets, &mut report.warnings)?;
     for dataset in datasets {

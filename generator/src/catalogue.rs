@@ -72,10 +72,15 @@ impl<'a> CatalogueWriter<'a> {
         CatalogueWriter { pages, site: site.clone(), collections: BTreeMap::new(), ids: HashSet::new(), stats: CatalogueStats::default() }
     }
 
+    /// Whether an item with this id was written already (the same dataset under two roots).
+    pub fn has_item(&self, id: &str) -> bool {
+        self.ids.contains(&u128::from_le_bytes(Sha256::digest(id.as_bytes())[..16].try_into().expect("16 bytes")))
+    }
+
     /// Writes one item (JSON and page) and files its summary. Returns false,
     /// writing nothing, for an id already written (the same dataset under two roots).
     pub fn add_item(&mut self, writer: &mut SiteWriter, spec: &CollectionSpec, extensions: &[String], dataset: DatasetItem) -> Result<bool> {
-        let DatasetItem { mut item, hierarchy } = dataset;
+        let DatasetItem { mut item, hierarchy, .. } = dataset;
         let id_key = u128::from_le_bytes(Sha256::digest(item.id.as_bytes())[..16].try_into().expect("16 bytes"));
         if self.ids.contains(&id_key) {
             return Ok(false);
@@ -95,7 +100,9 @@ impl<'a> CatalogueWriter<'a> {
         let mut crumbs = breadcrumbs(&spec.id, &hierarchy);
         crumbs.push(json!({"title": hierarchy.last().cloned().unwrap_or_else(|| spec.id.clone()), "href": format!("./{parent_page}")}));
         // `site`: the item page says when a dataset is held elsewhere (federation).
-        let page = json!({"kind": "item", "stac": item, "breadcrumbs": crumbs, "json_href": format!("./{}.json", item.id), "site": self.site.name});
+        // Kerchunk: the sidecar's URL and how to open it (sidecars.rs).
+        let kerchunk = crate::sidecars::page_snippet(&serde_json::to_value(&item.assets)?, &format!("{dir}/{}.json", item.id), self.site.url.as_deref());
+        let page = json!({"kind": "item", "stac": item, "breadcrumbs": crumbs, "json_href": format!("./{}.json", item.id), "site": self.site.name, "kerchunk": kerchunk});
         // Render both before writing either, so a failure leaves no orphan behind.
         let html = self.pages.render(PageKind::Item, &page)?;
         let json = to_json(&item)?;

@@ -50,6 +50,11 @@ pub struct SiteInfo {
     pub title: String,
     #[serde(default)]
     pub description: String,
+    /// Public URL of the site's root (optional). Item pages then show
+    /// absolute URLs in their Python snippets; without it a line of script
+    /// fills them in from the page's own address.
+    #[serde(default)]
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -60,6 +65,41 @@ pub struct RootConfig {
     pub recipe: String,
     /// Public URL prefix under which this root's files are served.
     pub data_url: String,
+    /// Kerchunk sidecars for this root's files (none when absent).
+    #[serde(default)]
+    pub kerchunk: Option<KerchunkConfig>,
+}
+
+/// `kerchunk: { enabled: true, urls: public | relative | local }` on a root.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KerchunkConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub urls: ReferenceUrls,
+}
+
+/// How a sidecar names the files its chunks are in.
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ReferenceUrls {
+    /// The data asset's absolute public URL (`data_url` + path).
+    #[default]
+    Public,
+    /// `{{u}}/<path from the sidecar's directory to the file>`, Kerchunk
+    /// template `u` being the URL of the sidecar's directory: works wherever
+    /// the site and the archive are served together, as they sit on disk.
+    Relative,
+    /// The file's local path (readers on this machine, or the same mounts).
+    Local,
+}
+
+impl RootConfig {
+    /// The sidecar URL mode, when sidecars are on for this root.
+    pub fn kerchunk_urls(&self) -> Option<ReferenceUrls> {
+        self.kerchunk.as_ref().filter(|k| k.enabled).map(|k| k.urls)
+    }
 }
 
 fn default_output() -> PathBuf {
@@ -131,6 +171,11 @@ impl SiteConfig {
             }
             if !(p.url.starts_with("http://") || p.url.starts_with("https://")) {
                 bail!("url {:?} of partner {} must be an http(s) URL", p.url, p.name);
+            }
+        }
+        if let Some(url) = &self.site.url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("site.url {url:?} must be an http(s) URL");
             }
         }
         for root in &self.roots {

@@ -32,6 +32,8 @@ pub struct DatasetItem {
     pub item: Item,
     /// Sub-catalogue path between the collection and the item (e.g. activity/institution/source).
     pub hierarchy: Vec<String>,
+    /// This site's files of the item: asset key → the scanned file (empty for partner items).
+    pub files: Vec<(String, ScannedFile)>,
 }
 
 /// Findings the build summary reports.
@@ -223,8 +225,10 @@ fn build_item(site_name: &str, roots: &[RootContext], base_id: &str, version: &s
         item.links.push(Link::new(href, "cite-as").r#type("application/json".to_string()));
     }
 
+    let mut sources = Vec::with_capacity(files.len());
     for f in files {
         let name = file_name(&f.file.rel_path).to_string();
+        sources.push((name.clone(), f.file.clone()));
         let data_url = roots[f.file.root].data_url;
         let mut actx = ctx.clone();
         actx["attrs"] = json!(f.header.global_attributes);
@@ -263,7 +267,7 @@ fn build_item(site_name: &str, roots: &[RootContext], base_id: &str, version: &s
     if let Some(bad) = hierarchy.iter().find(|h| !crate::recipe::is_safe_name(h)) {
         bail!("catalogue level {bad:?} is not a safe directory name");
     }
-    Ok(DatasetItem { item, hierarchy })
+    Ok(DatasetItem { item, hierarchy, files: sources })
 }
 
 /// Start and end over all files (bounds when present). Time-invariant

@@ -4,7 +4,8 @@
 //! [`scan`] (walk roots, match recipes) → [`read`] (netCDF headers, checksums,
 //! with the [`cache`]) → [`recipe`] (declarative rules) → [`items`] (one STAC
 //! item per dataset version) → [`catalogue`] + [`html`] (the static tree),
-//! written atomically by [`output`]. [`build`] sequences them; [`sample`]
+//! written atomically by [`output`], with Kerchunk reference files beside
+//! the items ([`sidecars`], over [`kerchunk`]). [`build`] sequences them; [`sample`]
 //! writes a synthetic archive for demos and benchmarks.
 //!
 //! Federation: [`harvest`] mirrors a partner's static catalogue (outside the
@@ -27,3 +28,4 @@ pub mod recipe;
 pub mod sample;
 pub mod scan;
 pub mod search_index;
+pub mod sidecars;

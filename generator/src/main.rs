@@ -247,6 +247,12 @@ fn print_summary(s: &BuildSummary, output: &std::path::Path, elapsed: std::time:
     }
     println!("  items          {:>8}  in {} collection(s)", s.items, s.collections);
     println!("  outputs        {:>8}  written, {} unchanged, {} removed", s.outputs_written, s.outputs_unchanged, s.outputs_removed);
+    if let Some(k) = &s.kerchunk {
+        println!(
+            "  kerchunk       {:>8}  file sidecars ({} read, {} from cache), {} combined; {} files without, {} variables left out, {} datasets not combined",
+            k.files, k.read, k.cached, k.combined, k.failed, k.unreferenced_variables, k.not_combined
+        );
+    }
     println!("  warnings       {:>8}", s.warnings.len());
     for w in s.warnings.iter().take(LISTED) {
         println!("    {w}");

@@ -632,7 +632,7 @@ impl Merger {
             item.extensions.push(ALTERNATE_EXTENSION.into());
         }
         self.summary.partner_only += 1;
-        Ok((recipe, DatasetItem { item, hierarchy: placement.hierarchy }))
+        Ok((recipe, DatasetItem { item, hierarchy: placement.hierarchy, files: Vec::new() }))
     }
 
     pub fn summary(&self) -> MergeSummary {

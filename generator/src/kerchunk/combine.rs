@@ -107,7 +107,13 @@ pub fn combine_along_time(parts: &[References]) -> Result<References> {
     let ref_units = units_of(first, &time)?;
     let axis_arrays = time_axis_arrays(&first.tree);
 
-    let mut tree = Tree { groups: first.tree.groups.clone(), arrays: BTreeMap::new() };
+    for part in &parts {
+        if part.tree.templates != first.tree.templates {
+            bail!("{}: its URL templates differ from {}'s", part.source, first.source);
+        }
+    }
+    let skipped = parts.iter().flat_map(|p| p.tree.skipped.iter().map(|(k, v)| (k.clone(), v.clone()))).collect();
+    let mut tree = Tree { groups: first.tree.groups.clone(), arrays: BTreeMap::new(), skipped, templates: first.tree.templates.clone() };
     for (name, base) in &first.tree.arrays {
         let ctx = || format!("variable {name}");
         let array = if axis_arrays.contains(name) {

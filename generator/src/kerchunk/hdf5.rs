@@ -95,7 +95,14 @@ pub(crate) fn read(path: &Path, url: &Arc<str>) -> Result<(Tree, Box<dyn ValueRe
     let mut built = Vec::new();
     for (dpath, ds) in datasets {
         let attrs = ds.attributes();
-        let names = ctx.dim_names(&ds, &attrs, &dims).with_context(|| format!("variable {dpath}"))?;
+        // A variable that cannot be referenced is reported, and the others still are.
+        let names = match ctx.dim_names(&ds, &attrs, &dims) {
+            Ok(names) => names,
+            Err(e) => {
+                tree.skipped.insert(dpath, format!("{e:#}"));
+                continue;
+            }
+        };
         for (axis, name) in names.iter().enumerate() {
             if ds.max_dims().and_then(|m| m.get(axis)) == Some(&u64::MAX) {
                 let len = unlimited.entry(name.clone()).or_default();
@@ -106,8 +113,12 @@ pub(crate) fn read(path: &Path, url: &Arc<str>) -> Result<(Tree, Box<dyn ValueRe
         if is_pure_dimension {
             continue;
         }
-        let (array, fill) = ctx.array(&ds, &attrs, names).with_context(|| format!("variable {dpath}"))?;
-        built.push((dpath, ds, array, fill));
+        match ctx.array(&ds, &attrs, names) {
+            Ok((array, fill)) => built.push((dpath, ds, array, fill)),
+            Err(e) => {
+                tree.skipped.insert(dpath, format!("{e:#}"));
+            }
+        }
     }
     let mut by_path = HashMap::new();
     for (dpath, mut ds, mut array, fill) in built {
@@ -117,7 +128,13 @@ pub(crate) fn read(path: &Path, url: &Arc<str>) -> Result<(Tree, Box<dyn ValueRe
             }
         }
         if array.shape != ds.shape() {
-            ds = ds.with_padded_shape(&array.shape).with_context(|| format!("variable {dpath}: padding to {:?}", array.shape))?;
+            match ds.with_padded_shape(&array.shape) {
+                Ok(padded) => ds = padded,
+                Err(e) => {
+                    tree.skipped.insert(dpath, format!("padding to {:?}: {e}", array.shape));
+                    continue;
+                }
+            }
         }
         let complete = array.chunk_refs.len() as u64 == array.grid_len();
         array.fill_value = match fill {
@@ -447,7 +464,7 @@ fn codec(filter: &FilterDescription, dtype: Dtype) -> Result<Codec> {
 fn encode(bytes: &[u8], filters: &[Codec]) -> Result<Vec<u8>> {
     let mut data = bytes.to_vec();
     for f in filters {
-        data = match (f.id, f.params.first()) {
+        data = match (f.id.as_ref(), f.params.first()) {
             ("shuffle", Some((_, Value::Int(n)))) => shuffle(&data, *n as usize),
             ("zlib", Some((_, Value::Int(level)))) => {
                 use std::io::Write;

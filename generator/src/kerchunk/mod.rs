@@ -65,6 +65,7 @@ mod model;
 mod netcdf3;
 mod timeunits;
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
@@ -103,6 +104,36 @@ impl References {
     pub fn arrays(&self) -> Vec<String> {
         self.tree.arrays.keys().cloned().collect()
     }
+
+    /// Variables that could not be referenced ("var" or "group/var" → why),
+    /// sorted. The file's other variables are referenced.
+    pub fn skipped(&self) -> &BTreeMap<String, String> {
+        &self.tree.skipped
+    }
+
+    /// The same references with every chunk pointing at `url`, and Kerchunk
+    /// `templates` (name → default) when `url` uses them (`{{u}}/…`). Only
+    /// for the references of one file.
+    pub fn with_url(mut self, url: &str, templates: &[(&str, &str)]) -> References {
+        let url: Arc<str> = url.into();
+        self.tree.set_url(&url);
+        self.tree.templates = templates.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.source = url.to_string();
+        self
+    }
+
+    /// A compact binary form for the build's sidecar cache: everything but
+    /// the URL (restored with [`References::with_url`]).
+    pub fn to_cache_bytes(&self) -> Vec<u8> {
+        bincode::serialize(&self.tree).expect("in-memory serialisation does not fail")
+    }
+
+    /// Reads [`References::to_cache_bytes`] back; give it its URL with
+    /// [`References::with_url`] before use.
+    pub fn from_cache_bytes(bytes: &[u8]) -> Result<References> {
+        let tree: Tree = bincode::deserialize(bytes).context("damaged cached references")?;
+        Ok(References { source: String::new(), tree })
+    }
 }
 
 /// Decoded values of an array, read from the file (time axes, small arrays).
@@ -132,6 +163,7 @@ fn build(path: &Path, url: &str) -> Result<References> {
 
     let time_axis = combine::time_axis_arrays(&tree);
     let time_dim = combine::time_coordinate(&tree).map(str::to_string);
+    let mut unreadable = Vec::new();
     for (name, array) in tree.arrays.iter_mut() {
         // Data along time keep their file chunks, so that files combine.
         let along_time = time_dim.as_ref().is_some_and(|t| array.dims.contains(t)) && !time_axis.contains(name);
@@ -140,15 +172,25 @@ fn build(path: &Path, url: &str) -> Result<References> {
             && array.dtype.kind != Kind::VlenStr
             && !along_time;
         if array.values.is_none() && (small || time_axis.contains(name)) {
-            let values = reader.read_values(name, array).with_context(|| format!("variable {name}: reading values"))?;
-            if values.len() as u64 != array.nbytes() {
-                bail!("variable {name}: read {} bytes of values, expected {}", values.len(), array.nbytes());
+            match reader.read_values(name, array) {
+                Ok(values) if values.len() as u64 == array.nbytes() => array.values = Some(values),
+                Ok(values) => {
+                    unreadable.push((name.clone(), format!("read {} bytes of values, expected {}", values.len(), array.nbytes())));
+                    continue;
+                }
+                Err(e) => {
+                    unreadable.push((name.clone(), format!("reading values: {e:#}")));
+                    continue;
+                }
             }
-            array.values = Some(values);
         }
         if small {
             consolidate(array);
         }
+    }
+    for (name, reason) in unreadable {
+        tree.arrays.remove(&name);
+        tree.skipped.insert(name, reason);
     }
     inline_small_chunks(path, &url, &mut tree)?;
     Ok(References { source: url.to_string(), tree })

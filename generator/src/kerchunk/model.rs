@@ -6,14 +6,16 @@
 //! may be NaN or ±Infinity, which zarr's Python JSON reader accepts as bare
 //! tokens but `serde_json` cannot represent.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
 use base64::Engine as _;
+use serde::{Deserialize, Serialize};
 
 /// An attribute (or fill) value. Lists hold scalars of one type.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) enum Value {
     Str(String),
     Int(i64),
@@ -79,7 +81,7 @@ fn write_float(out: &mut String, f: f64, quoted_non_finite: bool) {
 
 pub(crate) type Attrs = Vec<(String, Value)>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Kind {
     Int,
     UInt,
@@ -90,7 +92,7 @@ pub(crate) enum Kind {
     VlenStr,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Dtype {
     pub kind: Kind,
     pub size: usize,
@@ -180,30 +182,36 @@ impl Dtype {
 }
 
 /// One numcodecs codec: `id` then its parameters, in that order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Codec {
-    pub id: &'static str,
-    pub params: Vec<(&'static str, Value)>,
+    pub id: Cow<'static, str>,
+    pub params: Vec<(Cow<'static, str>, Value)>,
 }
 
 impl Codec {
     pub(crate) fn new(id: &'static str) -> Codec {
-        Codec { id, params: Vec::new() }
+        Codec { id: Cow::Borrowed(id), params: Vec::new() }
     }
     pub(crate) fn with(mut self, key: &'static str, value: Value) -> Codec {
-        self.params.push((key, value));
+        self.params.push((Cow::Borrowed(key), value));
         self
     }
 }
 
 /// Where one chunk's (encoded) bytes are.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) enum Chunk {
-    Ref { url: Arc<str>, offset: u64, length: u64 },
+    /// The URL is not cached: a cached tree gets it back from `set_url`.
+    Ref {
+        #[serde(skip)]
+        url: Arc<str>,
+        offset: u64,
+        length: u64,
+    },
     Inline(Vec<u8>),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Array {
     pub shape: Vec<u64>,
     pub chunks: Vec<u64>,
@@ -259,7 +267,7 @@ impl Array {
                     s.push(',');
                 }
                 s.push_str("{\"id\":");
-                write_str(&mut s, codec.id);
+                write_str(&mut s, &codec.id);
                 for (k, v) in &codec.params {
                     s.push(',');
                     write_str(&mut s, k);
@@ -316,17 +324,46 @@ pub(crate) fn chunk_key(index: &[u64]) -> String {
 }
 
 /// Groups (path "" is the root) and arrays (path "var" or "group/var").
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Tree {
     pub groups: BTreeMap<String, Attrs>,
     pub arrays: BTreeMap<String, Array>,
+    /// Variables that could not be referenced, with the reason (never
+    /// dropped silently: callers report them).
+    pub skipped: BTreeMap<String, String>,
+    /// Kerchunk `templates` (name → default value), for URLs like `{{u}}/x.nc`.
+    pub templates: BTreeMap<String, String>,
 }
 
 impl Tree {
+    /// Points every chunk reference at `url` (a per-file tree has one target).
+    pub(crate) fn set_url(&mut self, url: &Arc<str>) {
+        for array in self.arrays.values_mut() {
+            for chunk in array.chunk_refs.values_mut() {
+                if let Chunk::Ref { url: u, .. } = chunk {
+                    *u = url.clone();
+                }
+            }
+        }
+    }
+
     /// Kerchunk version-1 JSON: groups first, then each array's `.zarray`,
     /// `.zattrs` and chunks in C order; one reference per line.
     pub(crate) fn to_json(&self) -> Vec<u8> {
-        let mut out = String::from("{\"version\":1,\"refs\":{");
+        let mut out = String::from("{\"version\":1,");
+        if !self.templates.is_empty() {
+            out.push_str("\"templates\":{");
+            for (i, (k, v)) in self.templates.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_str(&mut out, k);
+                out.push(':');
+                write_str(&mut out, v);
+            }
+            out.push_str("},");
+        }
+        out.push_str("\"refs\":{");
         let mut first = true;
         let mut entry = |out: &mut String, key: &str, value: &str| {
             out.push_str(if first { "\n" } else { ",\n" });

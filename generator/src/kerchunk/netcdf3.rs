@@ -255,7 +255,8 @@ pub(crate) fn read(path: &Path, url: &Arc<str>, version: u8) -> Result<(Tree, Bo
         if let Some(Chunk::Ref { offset, length, .. }) = array.chunk_refs.values().next_back() {
             if offset + length > file_len {
                 // A file cut short: netCDF reads fill values there, we cannot point at them.
-                bail!("variable {}: data ends at byte {} but the file has {file_len}", v.name, offset + length);
+                tree.skipped.insert(v.name.clone(), format!("data ends at byte {} but the file has {file_len}", offset + length));
+                continue;
             }
         }
         tree.arrays.insert(v.name.clone(), array);
