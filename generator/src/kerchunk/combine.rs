@@ -66,30 +66,30 @@ pub fn combine_along_time(parts: &[References]) -> Result<References> {
         return Ok(first.clone());
     }
     let time = time_coordinate(&first.tree)
-        .ok_or_else(|| anyhow!("{}: no time coordinate to combine along", first.source))?
+        .ok_or_else(|| anyhow!("{}: no time coordinate to combine along", first.name()))?
         .to_string();
 
     // Each part's time values in the first part's units, for ordering.
     let ref_units = units_of(first, &time)?;
     let mut ordered: Vec<(f64, &References)> = Vec::new();
     for part in parts {
-        let ctx = || part.source.clone();
+        let ctx = || part.name().to_string();
         if time_coordinate(&part.tree) != Some(time.as_str()) {
-            bail!("{}: the time coordinate is not {time:?}", part.source);
+            bail!("{}: the time coordinate is not {time:?}", part.name());
         }
         let names: Vec<&String> = part.tree.arrays.keys().collect();
         let first_names: Vec<&String> = first.tree.arrays.keys().collect();
         if names != first_names {
             let differing = names.iter().chain(&first_names).find(|n| !part.tree.arrays.contains_key(**n) || !first.tree.arrays.contains_key(**n));
             let example = differing.map(|n| format!(" (e.g. {n})")).unwrap_or_default();
-            bail!("{}: its variables differ from {}'s{example}", part.source, first.source);
+            bail!("{}: its variables differ from {}'s{example}", part.name(), first.name());
         }
         let units = units_of(part, &time).with_context(ctx)?;
         if units.1 != ref_units.1 {
-            bail!("{}: calendar {:?} differs from {:?} in {}", part.source, units.1, ref_units.1, first.source);
+            bail!("{}: calendar {:?} differs from {:?} in {}", part.name(), units.1, ref_units.1, first.name());
         }
         let values = time_values(&part.tree.arrays[&time]).with_context(ctx)?;
-        let start = *values.first().ok_or_else(|| anyhow!("{}: the time axis is empty", part.source))?;
+        let start = *values.first().ok_or_else(|| anyhow!("{}: the time axis is empty", part.name()))?;
         ordered.push((units.0.convert(start, &ref_units.0), part));
     }
     ordered.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -98,7 +98,7 @@ pub fn combine_along_time(parts: &[References]) -> Result<References> {
         let prev_units = units_of(prev, &time)?.0;
         let prev_last = *time_values(&prev.tree.arrays[&time])?.last().unwrap();
         if prev_units.convert(prev_last, &ref_units.0) >= pair[1].0 {
-            bail!("{} and {} overlap in time (or repeat a step): refusing to combine", prev.source, next.source);
+            bail!("{} and {} overlap in time (or repeat a step): refusing to combine", prev.name(), next.name());
         }
     }
     let parts: Vec<&References> = ordered.into_iter().map(|(_, p)| p).collect();
@@ -109,7 +109,7 @@ pub fn combine_along_time(parts: &[References]) -> Result<References> {
 
     for part in &parts {
         if part.tree.templates != first.tree.templates {
-            bail!("{}: its URL templates differ from {}'s", part.source, first.source);
+            bail!("{}: its URL templates differ from {}'s", part.name(), first.name());
         }
     }
     let skipped = parts.iter().flat_map(|p| p.tree.skipped.iter().map(|(k, v)| (k.clone(), v.clone()))).collect();
@@ -122,7 +122,7 @@ pub fn combine_along_time(parts: &[References]) -> Result<References> {
             for part in &parts {
                 let other = &part.tree.arrays[name];
                 if other.shape != base.shape || other.dtype != base.dtype {
-                    bail!("{}: variable {name} has no time dimension but differs from {}'s", part.source, first.source);
+                    bail!("{}: variable {name} has no time dimension but differs from {}'s", part.name(), first.name());
                 }
             }
             base.clone()
@@ -136,7 +136,7 @@ pub fn combine_along_time(parts: &[References]) -> Result<References> {
 
 fn units_of(part: &References, time: &str) -> Result<(Units, Calendar)> {
     let array = &part.tree.arrays[time];
-    let units = array.attr("units").and_then(Value::as_str).ok_or_else(|| anyhow!("{}: time has no units", part.source))?;
+    let units = array.attr("units").and_then(Value::as_str).ok_or_else(|| anyhow!("{}: time has no units", part.name()))?;
     let calendar = Calendar::parse(array.attr("calendar").and_then(Value::as_str))?;
     Ok((Units::parse(units, calendar)?, calendar))
 }
@@ -155,16 +155,16 @@ fn concat_values(parts: &[&References], name: &str, time: &str, target: &Units) 
     for part in parts {
         let array = &part.tree.arrays[name];
         if array.dtype != base.dtype || array.shape[1..] != base.shape[1..] || array.dims != base.dims {
-            bail!("{}: dtype or shape differs from {}'s", part.source, parts[0].source);
+            bail!("{}: dtype or shape differs from {}'s", part.name(), parts[0].name());
         }
-        let raw = array.values.as_ref().ok_or_else(|| anyhow!("{}: values were not read", part.source))?;
+        let raw = array.values.as_ref().ok_or_else(|| anyhow!("{}: values were not read", part.name()))?;
         let units = units_of(part, time)?.0;
         if units == *target {
             bytes.extend_from_slice(raw);
         } else {
             let values: Vec<f64> = time_values(array)?.into_iter().map(|v| units.convert(v, target)).collect();
             let encoded = array.dtype.encode_f64s(&values).ok_or_else(|| {
-                anyhow!("{}: its times in {}'s units are not whole numbers of dtype {}", part.source, parts[0].source, array.dtype.zarr())
+                anyhow!("{}: its times in {}'s units are not whole numbers of dtype {}", part.name(), parts[0].name(), array.dtype.zarr())
             })?;
             bytes.extend_from_slice(&encoded);
         }
@@ -190,26 +190,26 @@ fn concat_chunks(parts: &[&References], name: &str, time: &str) -> Result<Array>
         let array = &part.tree.arrays[name];
         let same_but_time = |a: &[u64], b: &[u64]| a.len() == b.len() && a.iter().zip(b).enumerate().all(|(k, (x, y))| k == t || x == y);
         if array.dims != base.dims || array.dtype != base.dtype || array.filters != base.filters || !fill_eq(&array.fill_value, &base.fill_value) {
-            bail!("{}: dimensions, dtype, filters or fill value differ from {}'s", part.source, parts[0].source);
+            bail!("{}: dimensions, dtype, filters or fill value differ from {}'s", part.name(), parts[0].name());
         }
         if !same_but_time(&array.shape, &base.shape) {
-            bail!("{}: shape {:?} differs from {:?} in {} beyond the time axis", part.source, array.shape, base.shape, parts[0].source);
+            bail!("{}: shape {:?} differs from {:?} in {} beyond the time axis", part.name(), array.shape, base.shape, parts[0].name());
         }
         if array.chunks != base.chunks {
-            bail!("{}: chunks {:?} differ from {:?} in {}: zarr needs one chunk grid", part.source, array.chunks, base.chunks, parts[0].source);
+            bail!("{}: chunks {:?} differ from {:?} in {}: zarr needs one chunk grid", part.name(), array.chunks, base.chunks, parts[0].name());
         }
         let n = array.shape[t];
         if i + 1 < parts.len() && n % step != 0 {
             bail!(
                 "{}: {n} time steps are not a whole number of time chunks of {step}: zarr v2 allows only the last chunk to be partial",
-                part.source
+                part.name()
             );
         }
         for (index, chunk) in &array.chunk_refs {
             let mut shifted = index.clone();
             shifted[t] += offset / step;
             if out.chunk_refs.insert(shifted, chunk.clone()).is_some() {
-                bail!("{}: chunk {index:?} would overwrite another file's", part.source);
+                bail!("{}: chunk {index:?} would overwrite another file's", part.name());
             }
         }
         offset += n;

@@ -100,6 +100,11 @@ impl References {
         self.tree.to_json()
     }
 
+    /// The (first) file's name, for messages.
+    pub(crate) fn name(&self) -> &str {
+        self.source.rsplit('/').next().unwrap_or(&self.source)
+    }
+
     /// Paths of the Zarr arrays ("var" or "group/var"), sorted.
     pub fn arrays(&self) -> Vec<String> {
         self.tree.arrays.keys().cloned().collect()
