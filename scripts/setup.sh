@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what fedstac needs on a Debian machine, idempotently and quietly:
 #   scripts/setup.sh          build + demo needs (netCDF/HDF5 libraries, pkg-config, python3)
-#   scripts/setup.sh --test   also the Python cross-check tools in .venv
+#   scripts/setup.sh --test   also the Python cross-check tools in .venv (and .venv-kerchunk)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +35,17 @@ if ((want_test)); then
     rm -rf .venv
     python3 -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+    echo "$sum" > "$stamp"
+  fi
+  # Kerchunk cross-checks (tests/python/test_kerchunk.py): xarray, zarr 3, kerchunk, h5py, netCDF4 and
+  # fsspec's HTTP stack pin versions that clash with stac-validator's, so they live in their own venv.
+  stamp=.venv-kerchunk/.requirements.sha256
+  sum=$(sha256sum tests/python/requirements-kerchunk.txt | cut -d' ' -f1)
+  if [[ ! -x .venv-kerchunk/bin/python || "$(cat "$stamp" 2>/dev/null)" != "$sum" ]]; then
+    echo "setup: creating .venv-kerchunk with the Kerchunk cross-check tools" >&2
+    rm -rf .venv-kerchunk
+    python3 -m venv .venv-kerchunk
+    .venv-kerchunk/bin/pip install -q --disable-pip-version-check -r tests/python/requirements-kerchunk.txt
     echo "$sum" > "$stamp"
   fi
 fi

@@ -12,7 +12,13 @@ cargo build --workspace --locked --quiet
 cargo test --workspace --locked --quiet
 
 FEDSTAC_BIN="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/fedstac" \
-  .venv/bin/python -m pytest tests/python -q -p no:cacheprovider
+  .venv/bin/python -m pytest tests/python -q -p no:cacheprovider --ignore=tests/python/test_kerchunk.py
+
+# Kerchunk references and sidecars, in their own venv: xarray/zarr/fsspec over nginx vs netCDF4 and h5py.
+kerchunk_target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+cargo build --locked --quiet -p fedstac --example kerchunk_refs
+FEDSTAC_BIN="$kerchunk_target/debug/fedstac" FEDSTAC_KERCHUNK_BIN="$kerchunk_target/debug/examples/kerchunk_refs" \
+  .venv-kerchunk/bin/python -m pytest tests/python/test_kerchunk.py -q -p no:cacheprovider
 
 # Client-side search: the viewer (debug build) in headless Chromium against a real nginx.
 target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')

@@ -4,13 +4,14 @@
 //!
 //! ```text
 //! kerchunk_refs OUT_DIR FILE...              # OUT_DIR/<n>.json per file + OUT_DIR/index.json
-//! kerchunk_refs --combine OUT.json FILE...   # one combined reference
+//! kerchunk_refs --combine OUT.json FILE...   # one combined reference; prints its timings as JSON
 //! ```
 //! Each file's URL is its path as given. index.json lists, in argument order,
 //! `{"path": .., "refs": "<n>.json", "skipped": {variable: why}}` or
 //! `{"path": .., "error": ..}`.
 
 use std::path::Path;
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use fedstac::kerchunk::{combine_along_time, file_references};
@@ -20,21 +21,36 @@ fn main() -> Result<()> {
     match args.split_first() {
         Some((flag, rest)) if flag == "--combine" => {
             let (out, files) = rest.split_first().context("--combine OUT.json FILE...")?;
+            let started = Instant::now();
             let parts = files.iter().map(|f| file_references(Path::new(f), f)).collect::<Result<Vec<_>>>()?;
+            let read = started.elapsed().as_secs_f64();
+            // Timed apart, for bench/kerchunk.sh: the combine itself (as Python's MultiZarrToZarr
+            // is given references already made) and writing its JSON.
+            let started = Instant::now();
             let combined = combine_along_time(&parts)?;
-            std::fs::write(out, combined.to_json())?;
+            let json = combined.to_json();
+            let combine = started.elapsed().as_secs_f64();
+            std::fs::write(out, json)?;
+            println!("{}", serde_json::json!({"read_seconds": read, "combine_seconds": combine}));
         }
         Some((out_dir, files)) => {
             std::fs::create_dir_all(out_dir)?;
             let mut index = Vec::new();
             for (n, f) in files.iter().enumerate() {
-                let entry = match file_references(Path::new(f), f) {
-                    Ok(refs) => {
+                // `seconds`: references made and serialised (what bench/kerchunk.sh compares).
+                let started = Instant::now();
+                let made = file_references(Path::new(f), f).map(|refs| {
+                    let json = refs.to_json();
+                    (refs, json)
+                });
+                let seconds = started.elapsed().as_secs_f64();
+                let entry = match made {
+                    Ok((refs, json)) => {
                         let name = format!("{n}.json");
-                        std::fs::write(Path::new(out_dir).join(&name), refs.to_json())?;
-                        serde_json::json!({"path": f, "refs": name, "skipped": refs.skipped()})
+                        std::fs::write(Path::new(out_dir).join(&name), json)?;
+                        serde_json::json!({"path": f, "refs": name, "skipped": refs.skipped(), "seconds": seconds})
                     }
-                    Err(e) => serde_json::json!({"path": f, "error": format!("{e:#}")}),
+                    Err(e) => serde_json::json!({"path": f, "error": format!("{e:#}"), "seconds": seconds}),
                 };
                 index.push(entry);
             }

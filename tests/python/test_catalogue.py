@@ -56,12 +56,25 @@ def dkrz(tmp_path_factory) -> Path:
     return build(dkrz_config(out), out)
 
 
+@pytest.fixture(scope="module")
+def ceda_kerchunk(tmp_path_factory) -> Path:
+    """The CEDA corpus site with Kerchunk sidecars: their item assets must validate too."""
+    out = tmp_path_factory.mktemp("ceda-kerchunk")
+    text = (REPO / "config" / "corpus-ceda.yaml").read_text().replace("../../shared", str(stac_check.SHARED))
+    text = text.replace("    data_url: https://data.ceda.ac.uk/badc/cmip6/data/\n",
+                        "    data_url: https://data.ceda.ac.uk/badc/cmip6/data/\n    kerchunk: {urls: relative}\n")
+    assert "kerchunk" in text
+    config = out / "ceda.yaml"
+    config.write_text(text)
+    return build(config, out)
+
+
 def cmip6_dataset_dirs() -> set[str]:
     facts = json.loads(FACTS.read_text())
     return {f["path"].rsplit("/", 1)[0] for f in facts if "/badc/cmip6/" in f["path"]}
 
 
-@pytest.mark.parametrize("site_name", ["ceda", "dkrz"])
+@pytest.mark.parametrize("site_name", ["ceda", "dkrz", "ceda_kerchunk"])
 def test_every_document_validates_offline(site_name, request):
     site = request.getfixturevalue(site_name)
     failures = stac_check.validate_tree(site)
@@ -90,3 +103,15 @@ def test_validator_rejects_a_tampered_item(ceda, tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps(doc))
     assert stac_check.validate_file(broken)
+
+
+def test_kerchunk_assets_are_in_every_item(ceda_kerchunk):
+    items = [json.loads(p.read_text()) for p in ceda_kerchunk.rglob("CMIP6.*.json")]
+    items = [i for i in items if i.get("type") == "Feature"]
+    assert len(items) == 62
+    for item in items:
+        refs = {k: a for k, a in item["assets"].items() if "kerchunk" in a.get("roles", [])}
+        assert refs, item["id"]
+        for a in refs.values():
+            assert a["protocol"] == "kerchunk" and a["roles"] == ["references", "kerchunk"]
+            assert (ceda_kerchunk / "kerchunk" / item["id"]).is_dir()

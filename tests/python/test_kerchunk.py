@@ -21,9 +21,11 @@ import collections
 import json
 import math
 import os
+import posixpath
 import subprocess
 import warnings
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -81,12 +83,32 @@ def corpus_refs(refs_bin, tmp_path_factory):
     return make_refs(refs_bin, FILES, tmp_path_factory.mktemp("corpus-refs"))
 
 
+class Served(dict):
+    """A sidecar served over HTTP: its JSON (for the checks that read it)
+    and how fsspec opens it (by URL, with the template override the item
+    asset asks for)."""
+
+    def __init__(self, url, dir_template=None):
+        import requests
+        super().__init__(requests.get(url, timeout=30).json())
+        self.url = url
+        self.overrides = {dir_template: url.rsplit("/", 1)[0]} if dir_template else None
+
+    def storage_options(self):
+        # zarr 3 opens the reference filesystem asynchronously; its HTTP target must be too.
+        options = {"fo": self.url, "remote_options": {"asynchronous": True}}
+        if self.overrides:
+            options["template_overrides"] = self.overrides
+        return options
+
+
 def open_refs(refs, group=None, **kw):
     kw.setdefault("decode_cf", False)
+    options = refs.storage_options() if isinstance(refs, Served) else {"fo": refs}
     # A group goes into the URL: with group=, zarr 3.1's FsspecStore lists "/grp"
     # on the reference filesystem and finds nothing (Python kerchunk's refs too).
     return xr.open_dataset(f"reference://{group or ''}", engine="zarr",
-                           backend_kwargs={"consolidated": False, "storage_options": {"fo": refs}}, **kw)
+                           backend_kwargs={"consolidated": False, "storage_options": options}, **kw)
 
 
 # ---- comparisons --------------------------------------------------------
@@ -500,8 +522,13 @@ def test_unsupported_filter_names_the_variable(refs_bin, tmp_path):
     path = tmp_path / "lzf.h5"
     with h5py.File(path, "w") as f:
         f.create_dataset("packed", data=np.arange(100), chunks=(10,), compression="lzf")
-    error = make_refs(refs_bin, [path], tmp_path / "refs")[str(path)]
-    assert isinstance(error, str) and "variable packed" in error and "32000" in error
+        f.create_dataset("plain", data=np.arange(100), chunks=(10,), compression="gzip")
+    refs = make_refs(refs_bin, [path], tmp_path / "refs")[str(path)]
+    assert not isinstance(refs, str), refs  # the file's other variables are still referenced
+    skipped = json.loads((tmp_path / "refs" / "index.json").read_text())[0]["skipped"]
+    assert list(skipped) == ["packed"] and "32000" in skipped["packed"] and "no zarr codec" in skipped["packed"]
+    assert "packed/.zarray" not in refs["refs"]
+    assert same_array(open_zarr(refs)["plain"][()], np.arange(100)) is None
 
 
 @pytest.mark.parametrize("fmt", ["NETCDF3_CLASSIC", "NETCDF3_64BIT_OFFSET", "NETCDF3_64BIT_DATA"])
@@ -583,3 +610,223 @@ def test_generated_combinations(refs_bin, tmp_path):
     write_series(g, np.arange(3), "days since 2000-01-01", 1, dtype="i4")
     write_series(h, np.arange(3), "hours since 2000-01-10 06:00", 1, dtype="i4")
     assert "not whole numbers" in combine(refs_bin, [g, h], tmp_path / "gh.json")
+
+
+# ---- sidecars in built sites, served by nginx ---------------------------
+#
+# `fedstac build` writes a sidecar per file and a combined one per multi-file
+# dataset (generator/src/sidecars.rs). Two sites of the corpus's CMIP6 tree
+# are built, one per URL mode that works over HTTP, and served with the
+# archive by a real nginx: every sidecar is opened by URL through fsspec's
+# reference:// filesystem and must read as the original files do.
+
+CMIP6_ROOT = CORPUS / "badc" / "cmip6" / "data"
+
+
+@pytest.fixture(scope="session")
+def fedstac_bin():
+    env = os.environ.get("FEDSTAC_BIN")
+    if env:
+        return env
+    subprocess.run(["cargo", "build", "-q", "-p", "fedstac", "--bin", "fedstac"], cwd=REPO, check=True)
+    meta = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps"], cwd=REPO, check=True,
+                          capture_output=True, text=True)
+    return str(Path(json.loads(meta.stdout)["target_directory"]) / "debug" / "fedstac")
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_nginx(prefix, root, port):
+    import time
+    import urllib.request
+    nginx = next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx") if Path(p).is_file()), None)
+    if nginx is None:
+        pytest.skip("nginx is not installed (scripts/setup.sh installs it)")
+    prefix.mkdir(parents=True, exist_ok=True)
+    # As root the workers would switch to nobody, who cannot read a private tempdir.
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    temp = " ".join(f"{k}_temp_path {prefix}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    (prefix / "nginx.conf").write_text(
+        f"worker_processes 1;\npid {prefix}/nginx.pid;\nerror_log {prefix}/error.log warn;\n{user}"
+        "events { worker_connections 256; }\n"
+        "http {\n  types { application/json json; text/html html; application/x-netcdf nc; }\n"
+        f"  default_type application/octet-stream;\n  access_log off;\n  {temp}\n"
+        f"  server {{ listen 127.0.0.1:{port}; root {root}; }}\n}}\n")
+    proc = subprocess.Popen([nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", str(prefix / "error.log"),
+                             "-g", "daemon off;"])
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+            break
+        except urllib.error.HTTPError:
+            break  # 403/404 for the root: nginx answers
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        raise RuntimeError(f"nginx did not start: {(prefix / 'error.log').read_text() if (prefix / 'error.log').exists() else ''}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def served(fedstac_bin, tmp_path_factory):
+    if not FILES:
+        pytest.skip("../shared/corpus is missing")
+    pytest.importorskip("aiohttp")
+    pytest.importorskip("requests")
+    tmp = tmp_path_factory.mktemp("served")
+    www = tmp / "www"
+    www.mkdir()
+    # The archive beside the sites, as one server serves both (nginx follows the link).
+    (www / "archive").symlink_to(CORPUS)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    summaries = {}
+    for mode in ("relative", "public"):
+        config = tmp / f"{mode}.yaml"
+        config.write_text(f"""
+site: {{name: ceda, title: "kerchunk {mode}", url: "{base}/{mode}/"}}
+roots:
+  - path: "{www / 'archive' / 'badc' / 'cmip6' / 'data'}"
+    recipe: cmip6
+    data_url: "{base}/archive/badc/cmip6/data/"
+    kerchunk: {{enabled: true, urls: {mode}}}
+output: "{www / mode}"
+cache: "{tmp / ('cache-' + mode)}"
+checksums: false
+""")
+        subprocess.run([fedstac_bin, "--quiet", "build", "-c", str(config)], check=True)
+        summaries[mode] = json.loads((tmp / f"cache-{mode}" / "last-build.json").read_text())
+    proc = start_nginx(tmp / "nginx", www, port)
+    try:
+        yield {"base": base, "www": www, "summaries": summaries}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def site_items(site):
+    """(item JSON path, item) for every item of a built site."""
+    out = []
+    for p in sorted(site.rglob("*.json")):
+        if "kerchunk" in p.relative_to(site).parts[:1] or p.name == "fedstac-manifest.json":
+            continue
+        doc = json.loads(p.read_text())
+        if doc.get("type") == "Feature":
+            out.append((p, doc))
+    return out
+
+
+def sidecars_of(item):
+    return {k: a for k, a in item["assets"].items() if "kerchunk" in a.get("roles", [])}
+
+
+def local_file(asset_href):
+    """The corpus file behind a data asset's public href (.../archive/<path under test_data>)."""
+    return CORPUS / asset_href.split("/archive/", 1)[1]
+
+
+def served_url(served, mode, item_path, href):
+    from urllib.parse import urljoin
+    rel = item_path.relative_to(served["www"]).as_posix()
+    return urljoin(f"{served['base']}/{rel}", href)
+
+
+def test_site_sidecars_open_over_http(served):
+    """Every sidecar of the relative-URL site, opened over HTTP by URL, reads as netCDF4 reads the files."""
+    site = served["www"] / "relative"
+    items = site_items(site)
+    assert len(items) == 62
+    checked_files = checked_combined = offsets = 0
+    bad = {}
+    for item_path, item in items:
+        data = {k: a for k, a in item["assets"].items() if k not in sidecars_of(item)}
+        for key, asset in sidecars_of(item).items():
+            assert asset["protocol"] == "kerchunk" and asset["type"] == "application/json"
+            assert asset["fedstac:dir_template"] == "u"
+            refs = Served(served_url(served, "relative", item_path, asset["href"]), "u")
+            files = sorted(str(local_file(a["href"])) for a in data.values())
+            if key == "kerchunk" and len(files) > 1:
+                problems_found = concat_problems(files, refs)
+                checked_combined += 1
+            else:
+                path = str(local_file(data[key.removeprefix("kerchunk_")]["href"])) if key != "kerchunk" else files[0]
+                problems_found = problems(path, refs)
+                # Every chunk URL is the file's, as served beside the site.
+                for v in refs["refs"].values():
+                    if isinstance(v, list):
+                        url = urlsplit(v[0].replace("{{u}}", refs.overrides["u"]))
+                        assert posixpath.normpath(url.path) == "/archive/" + Path(path).relative_to(CORPUS).as_posix(), v[0]
+                if Path(path).read_bytes()[:4] == b"\x89HDF":
+                    offsets += check_chunk_offsets(path, refs)
+                checked_files += 1
+            if problems_found:
+                bad[f"{item['id']}:{key}"] = problems_found
+    print(f"\nover HTTP: {checked_files} file sidecars, {checked_combined} combined; {offsets} chunk offsets equal h5py's")
+    assert not bad, bad
+    assert checked_files == 132 and checked_combined == 11
+    summary = served["summaries"]["relative"]["kerchunk"]
+    assert (summary["files"], summary["combined"], summary["failed"], summary["unreferenced_variables"]) == (132, 11, 0, 0)
+
+
+def test_public_urls_name_the_data_assets(served):
+    """The public-URL site: the same references, every chunk at its data asset's public href."""
+    site = served["www"] / "public"
+    relative = dict((p.relative_to(served["www"] / "relative"), i) for p, i in site_items(served["www"] / "relative"))
+    for item_path, item in site_items(site):
+        hrefs = {a["href"] for a in item["assets"].values() if "kerchunk" not in a.get("roles", [])}
+        for key, asset in sidecars_of(item).items():
+            assert "fedstac:dir_template" not in asset
+            refs = json.loads((item_path.parent / asset["href"]).resolve().read_text())
+            assert "templates" not in refs
+            urls = {v[0] for v in refs["refs"].values() if isinstance(v, list)}
+            assert urls <= hrefs, (item["id"], key, urls - hrefs)
+            twin = relative[item_path.relative_to(site)]
+            other = json.loads((served["www"] / "relative" / item_path.relative_to(site)).parent.joinpath(
+                twin["assets"][key]["href"]).resolve().read_text())
+            assert set(other["refs"]) == set(refs["refs"]), "both modes reference the same chunks"
+    # One multi-file dataset opened over HTTP through public URLs.
+    item_path, item = next((p, i) for p, i in site_items(site) if "siconc" in i["id"] and "SAM0-UNICON" in i["id"])
+    files = sorted(str(local_file(a["href"])) for k, a in item["assets"].items() if k not in sidecars_of(item))
+    refs = Served(served_url(served, "public", item_path, item["assets"]["kerchunk"]["href"]))
+    assert concat_problems(files, refs) == []
+
+
+def snippet_of(html):
+    """The text of the item page's Python snippet (tags dropped, entities decoded)."""
+    import html as htmllib
+    import re
+    code = re.search(r'<code class="kerchunk-snippet">(.*?)</code>', html, re.S)
+    assert code, "no snippet on the page"
+    return htmllib.unescape(re.sub(r"<[^>]+>", "", code.group(1)))
+
+
+@pytest.mark.parametrize("mode", ["relative", "public"])
+def test_item_page_snippet_runs(served, mode):
+    import contextlib
+    import io
+    import requests
+    site = served["www"] / mode
+    item_path, item = next((p, i) for p, i in site_items(site) if "siconc" in i["id"] and "SAM0-UNICON" in i["id"])
+    page = requests.get(served_url(served, mode, item_path.with_suffix(".html"), item_path.with_suffix(".html").name), timeout=30)
+    assert page.status_code == 200
+    code = snippet_of(page.text)
+    assert f"{served['base']}/{mode}/kerchunk/" in code
+    namespace = {}
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        exec(compile(code, "snippet", "exec"), namespace)  # noqa: S102 - the point is that it runs
+    ds = namespace["ds"]
+    files = sorted(local_file(a["href"]) for k, a in item["assets"].items() if k not in sidecars_of(item))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parts = [xr.open_dataset(f, engine="netcdf4") for f in files]
+        expected = xr.concat(parts, dim="time", data_vars="minimal", coords="minimal", compat="override",
+                             join="override", combine_attrs="override").sortby("time")
+        assert ds.sizes["time"] == expected.sizes["time"] and "siconc" in out.getvalue()
+        np.testing.assert_array_equal(ds["siconc"].values, expected["siconc"].values)
+        np.testing.assert_array_equal(ds["time"].values, expected["time"].values)

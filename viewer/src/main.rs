@@ -773,7 +773,9 @@ fn item_body(v: &serde_json::Value, base: &str, href: &str) -> impl IntoView {
     let mut refs = Vec::new();
     for (name, a) in &assets {
         if is_ref(a, name) {
-            refs.push((name.clone(), absolute(a["href"].as_str().unwrap_or_default())));
+            // fedstac's `relative` URLs: template `u` is the sidecar's directory URL (sidecars.rs).
+            let template = a["fedstac:dir_template"].as_str().filter(|t| t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).map(str::to_string);
+            refs.push((name.clone(), absolute(a["href"].as_str().unwrap_or_default()), template));
             continue;
         }
         let mut sites: Vec<(String, String)> = vec![(a["alternate:name"].as_str().unwrap_or("primary").to_string(), absolute(a["href"].as_str().unwrap_or_default()))];
@@ -791,7 +793,7 @@ fn item_body(v: &serde_json::Value, base: &str, href: &str) -> impl IntoView {
         let rel = l["rel"].as_str().unwrap_or_default();
         if rel == "references" || rel.contains("kerchunk") || l["type"].as_str().is_some_and(|t| t.contains("kerchunk")) {
             if let Some(h) = l["href"].as_str() {
-                refs.push((l["title"].as_str().unwrap_or("Kerchunk references").to_string(), absolute(h)));
+                refs.push((l["title"].as_str().unwrap_or("Kerchunk references").to_string(), absolute(h), None));
             }
         }
     }
@@ -821,10 +823,19 @@ fn item_body(v: &serde_json::Value, base: &str, href: &str) -> impl IntoView {
             </table></div>
             {(!refs.is_empty()).then(|| view! {
                 <h3>"Kerchunk references"</h3>
-                {refs.into_iter().map(|(name, h)| {
-                    let snippet = format!("import xarray as xr\nds = xr.open_dataset(\n    \"reference://\", engine=\"zarr\",\n    backend_kwargs={{\"consolidated\": False,\n                    \"storage_options\": {{\"fo\": \"{h}\"}}}},\n)");
-                    view! { <p><a href=h.clone()>{name}</a></p><pre class="snippet"><code>{snippet}</code></pre> }
-                }).collect_view()}
+                {
+                    // The dataset view (fedstac's `kerchunk` asset, or any single reference) gets the snippet;
+                    // per-file references (`kerchunk_<file>`) are links.
+                    let with_snippet = if refs.iter().any(|r| r.0 == "kerchunk") { Some("kerchunk".to_string()) } else { refs.first().map(|r| r.0.clone()) };
+                    refs.into_iter().map(|(name, h, template)| {
+                        let overrides = template
+                            .map(|t| format!(",\n                                        \"template_overrides\": {{\"{t}\": \"{}\"}}", h.rsplit_once('/').map(|(d, _)| d).unwrap_or(".")))
+                            .unwrap_or_default();
+                        let snippet = format!("import xarray as xr\nds = xr.open_dataset(\n    \"reference://\", engine=\"zarr\",\n    backend_kwargs={{\"consolidated\": False,\n                    \"storage_options\": {{\"fo\": \"{h}\"{overrides},\n                                        \"remote_options\": {{\"asynchronous\": True}}}}}},\n)");
+                        let show = with_snippet.as_deref() == Some(name.as_str());
+                        view! { <p><a href=h.clone()>{name}</a></p>{show.then(|| view! { <pre class="snippet"><code>{snippet}</code></pre> })} }
+                    }).collect_view()
+                }
             })}
             <h3>"Properties"</h3>
             <div class="scroll"><table class="props">
