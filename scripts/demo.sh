@@ -24,7 +24,29 @@ cat > site/sites.json <<'JSON'
  {"name": "dkrz", "title": "DKRZ CMIP6 (demo)", "href": "dkrz/"}]
 JSON
 
-python3 -m http.server "$port" --bind 127.0.0.1 --directory site >/dev/null 2>&1 &
+# nginx (setup.sh installs it): Kerchunk readers fetch byte ranges, which python's http.server ignores.
+if nginx_bin=$(command -v nginx || ls /usr/sbin/nginx 2>/dev/null); then
+  ng=$(pwd)/.fedstac-cache/demo-nginx
+  mkdir -p "$ng"
+  user=""; [[ $(id -u) -eq 0 ]] && user="user root;"
+  cat >"$ng/nginx.conf" <<NGINX
+worker_processes 1;
+pid $ng/nginx.pid;
+error_log $ng/error.log warn;
+$user
+events { worker_connections 256; }
+http {
+  include /etc/nginx/mime.types;
+  types { application/json json; }
+  access_log off;
+  client_body_temp_path $ng/body; proxy_temp_path $ng/proxy; fastcgi_temp_path $ng/fastcgi; uwsgi_temp_path $ng/uwsgi; scgi_temp_path $ng/scgi;
+  server { listen 127.0.0.1:$port; root $(pwd)/site; index index.html catalog.html; }
+}
+NGINX
+  "$nginx_bin" -p "$ng" -c "$ng/nginx.conf" -e "$ng/error.log" -g 'daemon off;' &
+else
+  python3 -m http.server "$port" --bind 127.0.0.1 --directory site >/dev/null 2>&1 &
+fi
 server=$!
 trap 'kill $server 2>/dev/null' EXIT INT TERM
 for _ in $(seq 50); do curl -fsS -o /dev/null "http://localhost:$port/ceda/catalog.json" 2>/dev/null && break; sleep 0.1; done
