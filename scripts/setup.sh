@@ -75,3 +75,14 @@ if ((want_test)); then
     echo "$sum" > "$stamp"
   fi
 fi
+
+# --- Publishing tests: a real OAuth2 server (npm oidc-provider, tests/oauth), reinstalled when its lock changes.
+if ((want_test)); then
+  stamp=tests/oauth/node_modules/.lock.sha256
+  sum=$(sha256sum tests/oauth/package-lock.json | cut -d' ' -f1)
+  if [[ "$(cat "$stamp" 2>/dev/null)" != "$sum" ]]; then
+    echo "setup: installing the OAuth2 test server (npm ci in tests/oauth)" >&2
+    (cd tests/oauth && npm ci --no-audit --no-fund --silent)
+    echo "$sum" > "$stamp"
+  fi
+fi

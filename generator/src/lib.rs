@@ -23,6 +23,7 @@ pub mod items;
 pub mod kerchunk;
 pub mod merge;
 pub mod output;
+pub mod publish;
 pub mod read;
 pub mod recipe;
 pub mod sample;

@@ -112,6 +112,63 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the write side of a site: STAC item transactions and signed uploads (OAuth2 bearer tokens).
+    Receive {
+        /// Receiver config (YAML): site directory, issuer, grants, publisher keys.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Build the site, then sign and upload what changed to a receiver (what publish.sh runs).
+    Publish {
+        /// Site config (YAML) to build; its output is what is published.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Receiver base URL (e.g. https://stac.example.org/, where /publish is proxied to `fedstac receive`).
+        #[arg(long)]
+        receiver: String,
+        /// Client config (YAML): issuer, client_id, client_secret_file, scope, resource.
+        #[arg(long)]
+        auth: PathBuf,
+        /// The publisher's ed25519 secret key file (`fedstac keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The key's id in the receiver's config.
+        #[arg(long)]
+        key_id: String,
+        /// Publish the site as built, without building it first.
+        #[arg(long)]
+        no_build: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write items or patches into a partner's transaction endpoint.
+    Push {
+        /// Receiver base URL.
+        #[arg(long)]
+        receiver: String,
+        /// Client config (YAML): issuer, client_id, client_secret_file, scope, resource.
+        #[arg(long)]
+        auth: PathBuf,
+        /// Collection id.
+        #[arg(long, default_value = "CMIP6")]
+        collection: String,
+        /// Patch (JSON Patch array or merge-patch object in FILE) the item with this id.
+        #[arg(long, conflicts_with_all = ["replace", "delete"])]
+        patch: Option<String>,
+        /// Replace the item with this id by FILE.
+        #[arg(long, conflicts_with = "delete")]
+        replace: Option<String>,
+        /// Delete the item with this id.
+        #[arg(long)]
+        delete: Option<String>,
+        /// JSON file: an item or a FeatureCollection (created), or the patch/replacement.
+        file: Option<PathBuf>,
+    },
+    /// Write a new ed25519 key pair for signed publishing: KEY (secret, 0600) and KEY.pub.
+    Keygen {
+        key: PathBuf,
+    },
     /// Write a small synthetic CMIP6 archive (two sites, partial overlap).
     Sample {
         /// Directory to write into.
@@ -220,6 +277,69 @@ fn run(cli: Cli) -> Result<u8> {
                 print_summary(&summary, &output, started.elapsed());
             }
             Ok(0)
+        }
+        Command::Receive { config } => {
+            let config = fedstac::publish::config::ReceiverConfig::load(&config)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+            runtime.block_on(fedstac::publish::receiver::serve(config))?;
+            Ok(0)
+        }
+        Command::Keygen { key } => {
+            let public = fedstac::publish::bundle::keygen(&key)?;
+            println!("{public}");
+            Ok(0)
+        }
+        Command::Push { receiver, auth, collection, patch, replace, delete, file } => {
+            use fedstac::publish::client::{push, ClientAuth, PushOp};
+            let auth = ClientAuth::load(&auth)?;
+            let body = || -> Result<serde_json::Value> {
+                let f = file.as_ref().context("give a JSON file")?;
+                serde_json::from_slice(&std::fs::read(f).with_context(|| format!("reading {}", f.display()))?).with_context(|| format!("parsing {}", f.display()))
+            };
+            let op = match (patch, replace, delete) {
+                (Some(id), _, _) => PushOp::Patch { collection, id, body: body()? },
+                (_, Some(id), _) => PushOp::Replace { collection, id, body: body()? },
+                (_, _, Some(id)) => PushOp::Delete { collection, id },
+                _ => PushOp::Create { collection, body: body()? },
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+            let (status, answer) = runtime.block_on(push(&receiver, &auth, op))?;
+            println!("{status} {}", serde_json::to_string_pretty(&answer)?);
+            Ok(if (200..300).contains(&status) { 0 } else { 1 })
+        }
+        Command::Publish { config, receiver, auth, key, key_id, no_build, json } => {
+            let site = SiteConfig::load(&config)?;
+            let output = site.output.clone();
+            let name = site.site.name.clone();
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+            if !no_build {
+                let started = std::time::Instant::now();
+                let summary = runtime.block_on(build(BuildOptions { config: site, strict: false, jobs: 8, progress: !cli.quiet && !json }))?;
+                if !cli.quiet && !json {
+                    print_summary(&summary, &output, started.elapsed());
+                }
+            }
+            let auth = fedstac::publish::client::ClientAuth::load(&auth)?;
+            let key = fedstac::publish::bundle::read_signing_key(&key)?;
+            let r = runtime.block_on(fedstac::publish::client::publish(&output, &name, &receiver, &auth, &key, &key_id))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else if !cli.quiet {
+                println!("fedstac publish {} → {}: HTTP {} in {:.2}s", output.display(), r.receiver, r.status, r.seconds);
+                println!("  files          {:>8}  ({} unchanged)", r.files, r.unchanged);
+                println!("  uploaded       {:>8}  ({} bytes)", r.uploaded, r.upload_bytes);
+                println!("  removed        {:>8}", r.removed);
+                for p in r.changed.iter().take(LISTED) {
+                    println!("    + {p}");
+                }
+                for p in r.removed_paths.iter().take(LISTED) {
+                    println!("    - {p}");
+                }
+                if !(200..300).contains(&r.status) {
+                    println!("  receiver said  {}", r.answer);
+                }
+            }
+            Ok(if (200..300).contains(&r.status) { 0 } else { 1 })
         }
         Command::Sample { dir, extra_datasets } => {
             let report = write_sample_archive(&dir, &SampleSpec { extra_datasets })?;

@@ -92,6 +92,11 @@ impl Placer {
         Placer::new(recipes)
     }
 
+    /// Every recipe that can place an item (configured first, then built-ins).
+    pub fn recipes(&self) -> &[Arc<Recipe>] {
+        &self.recipes
+    }
+
     pub fn recipe(&self, index: usize) -> &Arc<Recipe> {
         &self.recipes[index]
     }

@@ -79,7 +79,7 @@ pub fn classify(bytes: &[u8], doc_url: &Url, scope: &Scope, placer: &Placer) -> 
     match obj.get("type").and_then(Value::as_str) {
         Some("Catalog") | Some("Collection") => Ok(catalog_links(&obj, doc_url, scope)),
         Some("Feature") => {
-            let (item, id, notes) = sanitize_item(obj, doc_url, scope, placer)?;
+            let (item, id, notes) = sanitize_item(obj, doc_url, scope, placer, false)?;
             Ok(Doc::Item { item, id, notes })
         }
         Some(other) => Err(format!("type {other:?} is not a STAC catalog, collection or item")),
@@ -183,7 +183,31 @@ fn is_file_asset(a: &Map<String, Value>) -> bool {
     t.contains("netcdf") || a.contains_key("file:size") || href_file_name(href).is_some_and(|n| n.to_ascii_lowercase().ends_with(".nc"))
 }
 
-fn sanitize_item(mut obj: Map<String, Value>, doc_url: &Url, scope: &Scope, placer: &Placer) -> Result<(Value, String, Vec<String>), String> {
+/// An item written through the receiver (publish): the same checks, stricter
+/// on hrefs (every asset and alternate href absolute http(s), else refused
+/// rather than dropped), and a retracted item may have no assets (ESGF's
+/// retraction empties them).
+pub fn sanitize_write(value: Value, placer: &Placer) -> Result<(Value, String, Vec<String>), String> {
+    let Value::Object(obj) = value else { return Err("not a JSON object".into()) };
+    if obj.get("type").and_then(Value::as_str) != Some("Feature") {
+        return Err("type is not \"Feature\": not a STAC item".into());
+    }
+    let absolute = |h: &Value| h.as_str().and_then(|h| Url::parse(h.trim()).ok()).is_some_and(|u| u.scheme() == "http" || u.scheme() == "https");
+    for (key, asset) in obj.get("assets").and_then(Value::as_object).into_iter().flatten() {
+        if !asset.get("href").is_some_and(absolute) {
+            return Err(format!("asset {key}: href {} is not an absolute http(s) URL", asset.get("href").unwrap_or(&Value::Null)));
+        }
+        for (name, alt) in asset.get("alternate").and_then(Value::as_object).into_iter().flatten() {
+            if !alt.get("href").is_some_and(absolute) {
+                return Err(format!("asset {key}, alternate {name}: href is not an absolute http(s) URL"));
+            }
+        }
+    }
+    let base = Url::parse("https://receiver.invalid/").expect("valid");
+    sanitize_item(obj, &base, &Scope::of_root(&base), placer, true)
+}
+
+fn sanitize_item(mut obj: Map<String, Value>, doc_url: &Url, scope: &Scope, placer: &Placer, allow_retracted_empty: bool) -> Result<(Value, String, Vec<String>), String> {
     let mut notes = Vec::new();
     let version = obj.get("stac_version").and_then(Value::as_str).ok_or("no stac_version")?;
     if !version.starts_with("1.") {
@@ -330,7 +354,8 @@ fn sanitize_item(mut obj: Map<String, Value>, doc_url: &Url, scope: &Scope, plac
         }
         out_assets.insert(name, Value::Object(a));
     }
-    if out_assets.is_empty() {
+    let retracted = props.get("retracted") == Some(&Value::Bool(true));
+    if out_assets.is_empty() && !(allow_retracted_empty && retracted) {
         return Err("no asset with a usable http(s) href".into());
     }
 

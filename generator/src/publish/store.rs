@@ -1,0 +1,211 @@
+//! Applies writes to the served site. The site stays a plain static tree
+//! written by [`SiteWriter`]: a batch of item changes re-runs the catalogue,
+//! page and search-index stages over the site's items (the live ones, read
+//! back, plus the batch) into a staging tree that is swapped in with one
+//! `renameat2(RENAME_EXCHANGE)`. Readers see the old tree or the new one; a
+//! crash (kill -9) mid-apply leaves the old tree and a stale staging tree
+//! that the next apply clears. Files that are not generated here (the viewer,
+//! Kerchunk sidecars) are carried over unchanged.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+use serde_json::Value;
+use stac::Item;
+
+use crate::catalogue::CatalogueWriter;
+use crate::config::SiteInfo;
+use crate::html::HtmlPages;
+use crate::items::DatasetItem;
+use crate::merge::Placer;
+use crate::output::{safe_relative, ManifestEntry, SiteWriter, WriteStats, BUNDLE, MANIFEST};
+use crate::recipe::Recipe;
+use crate::search_index::SearchIndex;
+
+/// One item's fate in a batch.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// The item as it is to be written (sanitized).
+    Put(Value),
+    Delete,
+}
+
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct ApplyStats {
+    pub items: usize,
+    pub written: usize,
+    pub unchanged: usize,
+    pub removed: usize,
+    pub seconds: f64,
+}
+
+#[derive(Deserialize)]
+struct Manifest {
+    files: BTreeMap<String, ManifestEntry>,
+}
+
+pub struct Site {
+    dir: PathBuf,
+    info: SiteInfo,
+    placer: Placer,
+    pages: HtmlPages,
+}
+
+impl Site {
+    pub fn open(dir: &Path, info: &SiteInfo, recipes: &[String], templates: Option<&Path>) -> Result<Site> {
+        let recipes = recipes.iter().map(|r| Recipe::load(r, Path::new("."), None).map(Arc::new)).collect::<Result<Vec<_>>>()?;
+        Ok(Site { dir: dir.to_path_buf(), info: info.clone(), placer: Placer::new(recipes)?, pages: HtmlPages::new(templates)? })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn placer(&self) -> &Placer {
+        &self.placer
+    }
+
+    /// The collection an id belongs to, and the item's path in the site.
+    pub fn locate(&self, id: &str) -> Result<(String, String), String> {
+        let p = self.placer.place(id, None)?;
+        let collection = self.placer.recipe(p.recipe).file.collection.id.clone();
+        let mut path = vec![collection.clone()];
+        path.extend(p.hierarchy);
+        path.push(format!("{id}.json"));
+        Ok((collection, path.join("/")))
+    }
+
+    /// The live item (the links the catalogue adds removed), if the site holds it.
+    pub fn read_item(&self, id: &str) -> Result<Option<Value>> {
+        let Ok((_, rel)) = self.locate(id) else { return Ok(None) };
+        match std::fs::read(self.dir.join(&rel)) {
+            Ok(bytes) => {
+                let mut v: Value = serde_json::from_slice(&bytes).with_context(|| format!("reading {rel}"))?;
+                strip_tree_links(&mut v);
+                Ok(Some(v))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {rel}")),
+        }
+    }
+
+    /// The live manifest's bytes (what a publisher diffs against); empty for a new site.
+    pub fn manifest_bytes(&self) -> Vec<u8> {
+        std::fs::read(self.dir.join(MANIFEST)).unwrap_or_default()
+    }
+
+    fn manifest(&self) -> Result<BTreeMap<String, ManifestEntry>> {
+        match std::fs::read(self.dir.join(MANIFEST)) {
+            Ok(bytes) => Ok(serde_json::from_slice::<Manifest>(&bytes).context("reading the live manifest")?.files),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(e).context("reading the live manifest"),
+        }
+    }
+
+    fn spec(&self, collection: &str) -> Option<&Arc<Recipe>> {
+        self.placer.recipes().iter().find(|r| r.file.collection.id == collection)
+    }
+
+    /// Rewrites the site with `changes` applied to its items.
+    pub fn apply(&self, changes: &BTreeMap<String, Change>) -> Result<ApplyStats> {
+        let started = std::time::Instant::now();
+        let manifest = self.manifest()?;
+        let mut writer = SiteWriter::begin(&self.dir)?;
+        let mut catalogue = CatalogueWriter::new(&self.info, &self.pages);
+        let mut search = SearchIndex::new(&self.info)?;
+        let add = |writer: &mut SiteWriter, catalogue: &mut CatalogueWriter, search: &mut SearchIndex, collection: &str, hierarchy: Vec<String>, value: Value| -> Result<()> {
+            let recipe = self.spec(collection).ok_or_else(|| anyhow!("no recipe for collection {collection}"))?;
+            let item: Item = serde_json::from_value(value).context("not a STAC item")?;
+            let dataset = DatasetItem { item, hierarchy };
+            let id = dataset.item.id.clone();
+            let indexed = search.input(&dataset, collection);
+            if catalogue.add_item(writer, &recipe.file.collection, &recipe.file.extensions, dataset).with_context(|| format!("writing item {id}"))? {
+                search.add(writer, indexed).with_context(|| format!("indexing item {id}"))?;
+            }
+            Ok(())
+        };
+        let stac_json: std::collections::HashSet<&str> = manifest.iter().filter(|(_, e)| e.stac).map(|(p, _)| p.as_str()).collect();
+        for (rel, entry) in &manifest {
+            if rel == MANIFEST || rel == BUNDLE || rel.starts_with(&format!("{}/", fedstac_index::DIR)) {
+                continue;
+            }
+            if !entry.stac {
+                // Pages beside STAC documents are regenerated; anything else is carried over.
+                if rel.strip_suffix(".html").is_some_and(|stem| stac_json.contains(format!("{stem}.json").as_str())) {
+                    continue;
+                }
+                let bytes = std::fs::read(self.dir.join(safe_relative(rel)?)).with_context(|| format!("reading {rel}"))?;
+                writer.put(rel, &bytes)?;
+                continue;
+            }
+            let bytes = std::fs::read(self.dir.join(safe_relative(rel)?)).with_context(|| format!("reading {rel}"))?;
+            let mut value: Value = serde_json::from_slice(&bytes).with_context(|| format!("reading {rel}"))?;
+            if value.get("type").and_then(Value::as_str) != Some("Feature") {
+                continue; // catalogues and collections are regenerated
+            }
+            let id = value.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+            if changes.contains_key(&id) {
+                continue;
+            }
+            let parts: Vec<&str> = rel.split('/').collect();
+            if parts.len() < 2 {
+                bail!("item {rel} is not inside a collection");
+            }
+            strip_tree_links(&mut value);
+            let hierarchy = parts[1..parts.len() - 1].iter().map(|s| s.to_string()).collect();
+            add(&mut writer, &mut catalogue, &mut search, parts[0], hierarchy, value)?;
+        }
+        for (id, change) in changes {
+            if let Change::Put(value) = change {
+                let p = self.placer.place(id, None).map_err(|e| anyhow!(e))?;
+                let collection = self.placer.recipe(p.recipe).file.collection.id.clone();
+                add(&mut writer, &mut catalogue, &mut search, &collection, p.hierarchy, value.clone())?;
+            }
+        }
+        let stats = catalogue.finish(&mut writer)?;
+        search.finish(&mut writer)?;
+        let w = writer.commit()?;
+        Ok(ApplyStats { items: stats.items, written: w.written, unchanged: w.unchanged, removed: w.removed, seconds: started.elapsed().as_secs_f64() })
+    }
+
+    /// Replaces the site with an uploaded one: `files` is the whole new tree
+    /// (path → digest); bytes come from `uploaded` (staged, digests already
+    /// checked) or, for files the publisher did not send, from the live tree,
+    /// which must hold exactly that digest.
+    pub fn apply_upload(&self, files: &BTreeMap<String, ManifestEntry>, uploaded: &HashMap<String, PathBuf>) -> Result<WriteStats> {
+        let live = self.manifest()?;
+        let mut writer = SiteWriter::begin(&self.dir)?;
+        for (rel, entry) in files {
+            let bytes = match uploaded.get(rel) {
+                Some(staged) => std::fs::read(staged).with_context(|| format!("reading staged {rel}"))?,
+                None => {
+                    if live.get(rel).is_none_or(|l| l.sha256 != entry.sha256) {
+                        bail!("{rel} was not uploaded and the site does not hold it with that digest");
+                    }
+                    std::fs::read(self.dir.join(safe_relative(rel)?)).with_context(|| format!("reading {rel}"))?
+                }
+            };
+            if entry.stac {
+                writer.put_document(rel, &bytes)?;
+            } else {
+                writer.put(rel, &bytes)?;
+            }
+        }
+        writer.commit()
+    }
+}
+
+/// Removes the links the catalogue adds to every item (root, parent,
+/// collection, self, its HTML page): they are made again where it is filed.
+pub fn strip_tree_links(item: &mut Value) {
+    if let Some(links) = item.get_mut("links").and_then(Value::as_array_mut) {
+        links.retain(|l| {
+            let rel = l.get("rel").and_then(Value::as_str).unwrap_or("");
+            let html = rel == "alternate" && l.get("type").and_then(Value::as_str) == Some("text/html");
+            !(matches!(rel, "root" | "parent" | "collection" | "self") || html)
+        });
+    }
+}
