@@ -108,7 +108,27 @@ impl<'a> CatalogueWriter<'a> {
         let json = to_json(&item)?;
         writer.put_document(&format!("{dir}/{}.json", item.id), &json)?;
         writer.put(&format!("{dir}/{}.html", item.id), html.as_bytes())?;
+        self.file_item(id_key, spec, extensions, &item, hierarchy);
+        Ok(true)
+    }
 
+    /// Files an item already written at its place by an earlier run (the
+    /// publish receiver: an unchanged item keeps its JSON and page bytes,
+    /// which this run would render identically). `item` is as read back.
+    pub fn add_written_item(&mut self, writer: &mut SiteWriter, spec: &CollectionSpec, extensions: &[String], item: &Item, hierarchy: Vec<String>, json: &[u8], html: &[u8]) -> Result<bool> {
+        let id_key = u128::from_le_bytes(Sha256::digest(item.id.as_bytes())[..16].try_into().expect("16 bytes"));
+        if self.ids.contains(&id_key) {
+            return Ok(false);
+        }
+        let dir = std::iter::once(spec.id.as_str()).chain(hierarchy.iter().map(String::as_str)).collect::<Vec<_>>().join("/");
+        writer.put_document(&format!("{dir}/{}.json", item.id), json)?;
+        writer.put(&format!("{dir}/{}.html", item.id), html)?;
+        self.file_item(id_key, spec, extensions, item, hierarchy);
+        Ok(true)
+    }
+
+    /// Keeps what the catalogue pages need of a written item.
+    fn file_item(&mut self, id_key: u128, spec: &CollectionSpec, extensions: &[String], item: &Item, hierarchy: Vec<String>) {
         self.ids.insert(id_key);
         let state = self.collections.entry(spec.id.clone()).or_insert_with(|| CollectionState {
             spec: spec.clone(),
@@ -119,16 +139,15 @@ impl<'a> CatalogueWriter<'a> {
             end: None,
             summaries: BTreeMap::new(),
         });
-        state.absorb(&item);
+        state.absorb(item);
         let mut node = &mut state.tree;
         node.count += 1;
         for level in hierarchy {
             node = node.children.entry(level).or_default();
             node.count += 1;
         }
-        node.items.insert(item.id.clone(), ItemRow::of(&item));
+        node.items.insert(item.id.clone(), ItemRow::of(item));
         self.stats.items += 1;
-        Ok(true)
     }
 
     /// Writes every collection, sub-catalogue and the root catalogue.

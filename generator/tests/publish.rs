@@ -8,8 +8,8 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -196,8 +196,9 @@ impl Receiver {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let mut next = Receiver::run(self.config.clone(), self.state.clone(), self.port);
-        std::mem::swap(self, &mut next);
-        std::mem::forget(next); // its child is the one just killed
+        // `next` leaves with the old (dead) child.
+        std::mem::swap(&mut self.child, &mut next.child);
+        std::mem::swap(&mut self.log, &mut next.log);
     }
 
     fn url(&self, path: &str) -> String {
@@ -456,14 +457,11 @@ async fn introspection_checks_opaque_tokens() {
     let oidc = Oidc::start(&w.path("oidc"), None, false);
     let secret = w.path("receiver.secret");
     std::fs::write(&secret, "receiver-secret").unwrap();
-    let extra = format!("# RFC 7662\n");
-    let dkrz = Receiver::start(&w, "dkrz", &oidc, &extra);
-    drop(dkrz);
-    // Same receiver config plus introspection (YAML: a second `auth` key is not allowed, so rewrite it).
-    let config = w.path("receiver-dkrz.yaml");
-    let yaml = std::fs::read_to_string(&config).unwrap().replace("  leeway_seconds: 1\n", &format!("  leeway_seconds: 1\n  introspection: {{client_id: receiver, client_secret_file: {}}}\n", secret.display()));
-    std::fs::write(&config, yaml).unwrap();
-    let dkrz = Receiver::run(config, w.path("state-dkrz"), free_port_from(&w));
+    // DKRZ's receiver, restarted with RFC 7662 introspection (the receiver's own client at the issuer).
+    let mut dkrz = Receiver::start(&w, "dkrz", &oidc, "");
+    let yaml = std::fs::read_to_string(&dkrz.config).unwrap().replace("  leeway_seconds: 1\n", &format!("  leeway_seconds: 1\n  introspection: {{client_id: receiver, client_secret_file: {}}}\n", secret.display()));
+    std::fs::write(&dkrz.config, yaml).unwrap();
+    dkrz.restart();
     let url = dkrz.url("/collections/CMIP6/items/CMIP6.CMIP.X.Y.historical.r1i1p1f1.Amon.tas.gn.v20200101");
     let opaque = oidc.token("ceda", "stac:write", "urn:fedstac:dkrz:opaque").await;
     assert_eq!(opaque.split('.').count(), 1, "an opaque token");
@@ -477,12 +475,6 @@ async fn introspection_checks_opaque_tokens() {
     let jwt = oidc.token("ceda", "stac:write", "urn:fedstac:dkrz").await;
     let (s, _, _) = send(http().delete(&url).bearer_auth(&jwt)).await;
     assert_eq!(s, 404, "JWTs are still checked locally");
-}
-
-/// The port in the receiver config as written.
-fn free_port_from(w: &World) -> u16 {
-    let yaml = std::fs::read_to_string(w.path("receiver-dkrz.yaml")).unwrap();
-    yaml.lines().find_map(|l| l.strip_prefix("listen: 127.0.0.1:")).unwrap().parse().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -572,10 +564,15 @@ async fn concurrent_writers_and_kill_during_apply() {
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(dkrz.child.id() as i32, libc::SIGKILL) };
     let _ = dkrz.child.wait();
-    assert!(request.await.unwrap().is_err(), "the writer got no answer");
+    let answered = request.await.unwrap();
     assert_consistent(&w.site("dkrz"));
     let after = site_items(&w.site("dkrz")).len();
-    assert!(after == items_before + 80 || after == items_before + 2080, "{after} items: neither before nor after the bulk write");
+    match answered {
+        // Killed mid-apply: the site before the bulk write, whole (or all of it, had the swap just happened).
+        Err(_) => assert!(after == items_before + 80 || after == items_before + 2080, "{after} items: neither before nor after the bulk write"),
+        // (A machine fast enough to finish first: then it is all there.)
+        Ok(status) => assert_eq!((status, after), (201, items_before + 2080)),
+    }
 
     // Restarted, the receiver clears the stale staging tree and goes on.
     dkrz.restart();
@@ -793,7 +790,6 @@ async fn publish_sh_publishes_behind_nginx() {
         }
         tar.into_inner().unwrap().finish().unwrap()
     };
-    let before = snapshot(&www);
     let hello: &[u8] = b"hello";
 
     // A valid upload adding one file: accepted; the same bytes again: a replay.
@@ -804,7 +800,7 @@ async fn publish_sh_publishes_behind_nginx() {
     assert_eq!(reqwest::get(nginx.url("notes/hello.txt")).await.unwrap().text().await.unwrap(), "hello");
     let (s, body, _) = upload(good).await;
     assert_eq!(s, 409, "replayed: {body}");
-    let before = { let _ = before; snapshot(&www) };
+    let before = snapshot(&www);
 
     // Tampered signature; a tampered envelope under a good signature; a stale timestamp.
     let env = envelope(&[("notes/evil.txt", hello)]);
@@ -859,7 +855,3 @@ fn rand_u128() -> u128 {
     getrandom::fill(&mut b).unwrap();
     u128::from_le_bytes(b)
 }
-
-use std::os::unix::fs::PermissionsExt as _;
-#[allow(unused)]
-fn _unused(_: &mut dyn Write, _: &mut dyn BufRead, _: BufReader<std::fs::File>) {}

@@ -119,7 +119,7 @@ impl Site {
         let add = |writer: &mut SiteWriter, catalogue: &mut CatalogueWriter, search: &mut SearchIndex, collection: &str, hierarchy: Vec<String>, value: Value| -> Result<()> {
             let recipe = self.spec(collection).ok_or_else(|| anyhow!("no recipe for collection {collection}"))?;
             let item: Item = serde_json::from_value(value).context("not a STAC item")?;
-            let dataset = DatasetItem { item, hierarchy };
+            let dataset = DatasetItem { item, hierarchy, files: Vec::new() };
             let id = dataset.item.id.clone();
             let indexed = search.input(&dataset, collection);
             if catalogue.add_item(writer, &recipe.file.collection, &recipe.file.extensions, dataset).with_context(|| format!("writing item {id}"))? {
@@ -154,8 +154,19 @@ impl Site {
             if parts.len() < 2 {
                 bail!("item {rel} is not inside a collection");
             }
+            let hierarchy: Vec<String> = parts[1..parts.len() - 1].iter().map(|s| s.to_string()).collect();
+            // Unchanged: its JSON and page are kept as they are (rendering is most of an apply's cost).
+            let html_rel = format!("{}.html", rel.trim_end_matches(".json"));
+            if let (Ok(html), Some(recipe)) = (std::fs::read(self.dir.join(&html_rel)), self.spec(parts[0])) {
+                let item: Item = serde_json::from_value(value).with_context(|| format!("reading {rel}"))?;
+                let dataset = DatasetItem { item, hierarchy, files: Vec::new() };
+                let indexed = search.input(&dataset, parts[0]);
+                if catalogue.add_written_item(&mut writer, &recipe.file.collection, &recipe.file.extensions, &dataset.item, dataset.hierarchy.clone(), &bytes, &html)? {
+                    search.add(&mut writer, indexed).with_context(|| format!("indexing item {id}"))?;
+                }
+                continue;
+            }
             strip_tree_links(&mut value);
-            let hierarchy = parts[1..parts.len() - 1].iter().map(|s| s.to_string()).collect();
             add(&mut writer, &mut catalogue, &mut search, parts[0], hierarchy, value)?;
         }
         for (id, change) in changes {
