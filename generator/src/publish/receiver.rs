@@ -158,21 +158,21 @@ async fn submit(app: &App, who: Principal, op: Op) -> Response {
     }
 }
 
-fn parse_json(body: &Bytes) -> Result<Value, Response> {
-    serde_json::from_slice(body).map_err(|e| Answer::error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")).into_response())
+fn parse_json(body: &Bytes) -> Result<Value, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| Box::new(Answer::error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")).into_response()))
 }
 
 async fn create(State(app): State<Arc<App>>, Extension(who): Extension<Principal>, UrlPath(collection): UrlPath<String>, body: Bytes) -> Response {
     match parse_json(&body) {
         Ok(body) => submit(&app, who, Op::Create { collection, body }).await,
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
 async fn replace(State(app): State<Arc<App>>, Extension(who): Extension<Principal>, UrlPath((collection, id)): UrlPath<(String, String)>, body: Bytes) -> Response {
     match parse_json(&body) {
         Ok(body) => submit(&app, who, Op::Replace { collection, id, body }).await,
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -185,7 +185,7 @@ async fn patch(State(app): State<Arc<App>>, Extension(who): Extension<Principal>
     };
     match parse_json(&body) {
         Ok(patch) => submit(&app, who, Op::Patch { collection, id, patch, json_patch }).await,
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -310,7 +310,7 @@ impl Applier {
     }
 
     /// Regenerates the site with the overlay; the pending answers stand or become 500s.
-    fn commit(&self, overlay: &mut BTreeMap<String, Change>, pending: &mut Vec<Pending>) {
+    fn commit(&self, overlay: &mut BTreeMap<String, Change>, pending: &mut [Pending]) {
         if overlay.is_empty() {
             return;
         }
@@ -358,7 +358,8 @@ impl Applier {
         }
     }
 
-    /// Checks one transaction and stages its effect in `local`.
+    /// Checks one transaction and stages its effect in `local`; either way, the answer and the target.
+    #[allow(clippy::result_large_err)] // one per request, moved once
     fn transaction(&self, grant: &Grant, op: Op, overlay: &BTreeMap<String, Change>, local: &mut BTreeMap<String, Change>) -> Result<(Answer, String), (Answer, String)> {
         let bad = |t: &str, m: String| (Answer::error(StatusCode::BAD_REQUEST, m), t.to_string());
         let internal = |t: &str, m: String| (Answer::error(StatusCode::INTERNAL_SERVER_ERROR, m), t.to_string());
