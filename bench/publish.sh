@@ -99,15 +99,17 @@ publish "$wport" >"$out/publish-unchanged.json"
 echo "== delta: 1% of the datasets removed, 1% added" >&2
 ndelta=$(( items / 100 ))
 python3 - "$out/archive/ceda/badc/cmip6/data" "$ndelta" <<'PY'
-import os, shutil, sys
+import os, sys
 root, n = sys.argv[1], int(sys.argv[2])
 # Version directories of the extra datasets (one file each), in a fixed order.
 dirs = sorted({d for d, _, files in os.walk(root) for f in files if f.endswith(".nc")})
 victims = dirs[len(dirs) // 2 : len(dirs) // 2 + n]
-for i, d in enumerate(victims):
-    # "removed": moved to a new version (the old item goes, a new one comes): one removal and one addition each.
+for d in victims:
+    # Moved to a new version (the old item goes, a new one comes): one removal and one addition each.
+    # A rerun moves the same datasets on to the next version.
     parent, version = os.path.split(d)
-    shutil.move(d, os.path.join(parent, "v20990101"))
+    new = "v%08d" % (int(version[1:]) + 1) if version.startswith("v2099") else "v20990101"
+    os.rename(d, os.path.join(parent, new))
 print(len(victims), file=sys.stderr)
 PY
 t0=$(date +%s.%N)
