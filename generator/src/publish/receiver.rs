@@ -85,6 +85,11 @@ pub async fn serve(config: ReceiverConfig) -> Result<()> {
 
 pub async fn run(config: ReceiverConfig, listener: tokio::net::TcpListener) -> Result<()> {
     std::fs::create_dir_all(&config.state_dir).with_context(|| format!("creating {}", config.state_dir.display()))?;
+    // Uploads half-received or half-staged when a previous receiver died.
+    let uploads = config.state_dir.join("uploads");
+    if uploads.exists() {
+        std::fs::remove_dir_all(&uploads).with_context(|| format!("clearing {}", uploads.display()))?;
+    }
     let recipes = if config.recipes.is_empty() { crate::recipe::builtin_names().map(String::from).collect() } else { config.recipes.clone() };
     let site = Arc::new(Site::open(&config.site_dir, &config.site, &recipes, config.templates.as_deref())?);
     let auth = Authenticator::discover(&config.auth).await.context("setting up token checks")?;
