@@ -8,7 +8,7 @@
 #  - Transactions: bulk POSTs (FeatureCollections of B items) of K new items, into a
 #    receiver holding the small demo site and into the one holding the N-item site.
 # Figures go to bench/README.md (between the PUBLISH markers) and bench/out/publish/results.md.
-#   bench/publish.sh                    N=100000, K=20000, B=5000
+#   bench/publish.sh                    N=100000, K=20000, B=5000 (into the big site: one batch of K)
 #   ITEMS=10000 TX_ITEMS=5000 bench/publish.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,7 +42,7 @@ cache: "$out/cache"
 checksums: false
 EOF
 "$fedstac" --quiet build -c "$out/site.yaml"
-n_items=$(find "$out/site/CMIP6" -name 'CMIP6.*.json' | wc -l)
+n_items=$(find "$out/site/CMIP6" -name 'CMIP6.*.json' -printf x | wc -c)
 
 # The OAuth2 server.
 oport=$(free_port)
@@ -52,7 +52,7 @@ cat >"$out/oidc.json" <<EOF
              {"client_id": "partner", "client_secret": "partner-secret", "scope": "stac:write"}],
  "keys": "$out/oidc-keys.json"}
 EOF
-node tests/oauth/server.mjs "$oport" "$out/oidc.json" >"$out/oidc.log" 2>&1 & echo $! >>"$out/pids"
+node tests/oauth/server.mjs "$oport" "$out/oidc.json" >"$out/oidc.log" 2>&1 </dev/null & echo $! >>"$out/pids"
 until curl -sf "http://127.0.0.1:$oport/.well-known/openid-configuration" >/dev/null; do sleep 0.2; done
 printf 'bench-admin-secret' >"$out/admin.secret"
 cat >"$out/admin.yaml" <<EOF
@@ -82,7 +82,7 @@ grants:
 publishers:
   - {key_id: bench, public_key_file: $out/publisher.key.pub, client: bench-admin}
 EOF
-  "$fedstac" receive -c "$out/receiver-$name.yaml" 2>"$out/receiver-$name.log" & echo $! >>"$out/pids"
+  "$fedstac" receive -c "$out/receiver-$name.yaml" >/dev/null 2>"$out/receiver-$name.log" & echo $! >>"$out/pids"
   until (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; do sleep 0.1; done
   echo "$port"
 }
@@ -99,15 +99,17 @@ publish "$wport" >"$out/publish-unchanged.json"
 echo "== delta: 1% of the datasets removed, 1% added" >&2
 ndelta=$(( items / 100 ))
 python3 - "$out/archive/ceda/badc/cmip6/data" "$ndelta" <<'PY'
-import os, shutil, sys
+import os, sys
 root, n = sys.argv[1], int(sys.argv[2])
 # Version directories of the extra datasets (one file each), in a fixed order.
 dirs = sorted({d for d, _, files in os.walk(root) for f in files if f.endswith(".nc")})
 victims = dirs[len(dirs) // 2 : len(dirs) // 2 + n]
-for i, d in enumerate(victims):
-    # "removed": moved to a new version (the old item goes, a new one comes): one removal and one addition each.
+for d in victims:
+    # Moved to a new version (the old item goes, a new one comes): one removal and one addition each.
+    # A rerun moves the same datasets on to the next version.
     parent, version = os.path.split(d)
-    shutil.move(d, os.path.join(parent, "v20990101"))
+    new = "v%08d" % (int(version[1:]) + 1) if version.startswith("v2099") else "v20990101"
+    os.rename(d, os.path.join(parent, new))
 print(len(victims), file=sys.stderr)
 PY
 t0=$(date +%s.%N)
@@ -118,10 +120,10 @@ publish "$wport" >"$out/publish-delta.json"
 
 echo "== transactions: $tx_items items in bulk POSTs of $batch" >&2
 # A template item of the site, its hrefs moved to the partner's host.
-template=$(find "$out/site/CMIP6" -name 'CMIP6.*.json' | head -1)
+template=$(find "$out/site/CMIP6" -name 'CMIP6.*.json' -print -quit)
 token() { curl -sf -u partner:partner-secret -d grant_type=client_credentials -d scope=stac:write -d resource=urn:fedstac:bench "http://127.0.0.1:$oport/token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'; }
-bulk() { # <port> <label> → items/s line
-  TOKEN=$(token) python3 - "$template" "http://127.0.0.1:$1" "$tx_items" "$batch" "$2" <<'PY'
+bulk() { # <port> <label> <batch> → items/s line
+  TOKEN=$(token) python3 - "$template" "http://127.0.0.1:$1" "$tx_items" "$3" "$2" <<'PY'
 import json, os, sys, time, urllib.request
 template, base, total, batch, label = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 t = json.load(open(template))
@@ -151,8 +153,9 @@ PY
 }
 rm -rf "$out/small"; mkdir -p "$out/small"
 sport=$(receiver small "$out/small/site")
-bulk "$sport" "into an empty site" >"$out/tx-small.json"
-bulk "$wport" "into the $n_items-item site" >"$out/tx-large.json"
+bulk "$sport" "into an empty site" "$batch" >"$out/tx-small.json"
+# Into the big site: each apply regenerates the pages of every item, so the batch is what counts.
+bulk "$wport" "into the $n_items-item site" "$tx_items" >"$out/tx-large.json"
 
 # Results.
 {

@@ -115,6 +115,7 @@ impl<'a> CatalogueWriter<'a> {
     /// Files an item already written at its place by an earlier run (the
     /// publish receiver: an unchanged item keeps its JSON and page bytes,
     /// which this run would render identically). `item` is as read back.
+    #[allow(clippy::too_many_arguments)]
     pub fn add_written_item(&mut self, writer: &mut SiteWriter, spec: &CollectionSpec, extensions: &[String], item: &Item, hierarchy: Vec<String>, json: &[u8], html: &[u8]) -> Result<bool> {
         let id_key = u128::from_le_bytes(Sha256::digest(item.id.as_bytes())[..16].try_into().expect("16 bytes"));
         if self.ids.contains(&id_key) {

@@ -283,3 +283,29 @@ impl ReplayState {
         crate::harvest::mirror::write_atomic(path, &serde_json::to_vec(self)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(sequence: u64, nonce: &str, timestamp: i64) -> Envelope {
+        Envelope { format: FORMAT.into(), key_id: "k".into(), site: "s".into(), sequence, nonce: nonce.into(), timestamp, base_manifest: String::new(), files: BTreeMap::new(), upload: Vec::new() }
+    }
+
+    #[test]
+    fn replays_and_stale_uploads_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("replay.json");
+        let mut state = ReplayState::load(&path).unwrap();
+        let now = 1_800_000_000;
+        let first = envelope(10, "0123456789abcdef", now);
+        state.check(&first, now).unwrap();
+        state.record(&first, &path).unwrap();
+        let state = ReplayState::load(&path).unwrap();
+        assert_eq!(state.check(&first, now).unwrap_err().status, 409, "the same upload again");
+        assert_eq!(state.check(&envelope(9, "fedcba9876543210", now), now).unwrap_err().status, 409, "an older sequence");
+        assert_eq!(state.check(&envelope(11, "0123456789abcdef", now), now).unwrap_err().status, 409, "a used nonce");
+        assert_eq!(state.check(&envelope(11, "fedcba9876543210", now - 301), now).unwrap_err().status, 409, "too old");
+        state.check(&envelope(11, "fedcba9876543210", now), now).unwrap();
+    }
+}

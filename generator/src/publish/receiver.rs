@@ -85,6 +85,11 @@ pub async fn serve(config: ReceiverConfig) -> Result<()> {
 
 pub async fn run(config: ReceiverConfig, listener: tokio::net::TcpListener) -> Result<()> {
     std::fs::create_dir_all(&config.state_dir).with_context(|| format!("creating {}", config.state_dir.display()))?;
+    // Uploads half-received or half-staged when a previous receiver died.
+    let uploads = config.state_dir.join("uploads");
+    if uploads.exists() {
+        std::fs::remove_dir_all(&uploads).with_context(|| format!("clearing {}", uploads.display()))?;
+    }
     let recipes = if config.recipes.is_empty() { crate::recipe::builtin_names().map(String::from).collect() } else { config.recipes.clone() };
     let site = Arc::new(Site::open(&config.site_dir, &config.site, &recipes, config.templates.as_deref())?);
     let auth = Authenticator::discover(&config.auth).await.context("setting up token checks")?;
@@ -158,21 +163,21 @@ async fn submit(app: &App, who: Principal, op: Op) -> Response {
     }
 }
 
-fn parse_json(body: &Bytes) -> Result<Value, Response> {
-    serde_json::from_slice(body).map_err(|e| Answer::error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")).into_response())
+fn parse_json(body: &Bytes) -> Result<Value, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| Box::new(Answer::error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")).into_response()))
 }
 
 async fn create(State(app): State<Arc<App>>, Extension(who): Extension<Principal>, UrlPath(collection): UrlPath<String>, body: Bytes) -> Response {
     match parse_json(&body) {
         Ok(body) => submit(&app, who, Op::Create { collection, body }).await,
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
 async fn replace(State(app): State<Arc<App>>, Extension(who): Extension<Principal>, UrlPath((collection, id)): UrlPath<(String, String)>, body: Bytes) -> Response {
     match parse_json(&body) {
         Ok(body) => submit(&app, who, Op::Replace { collection, id, body }).await,
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -185,7 +190,7 @@ async fn patch(State(app): State<Arc<App>>, Extension(who): Extension<Principal>
     };
     match parse_json(&body) {
         Ok(patch) => submit(&app, who, Op::Patch { collection, id, patch, json_patch }).await,
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -310,7 +315,7 @@ impl Applier {
     }
 
     /// Regenerates the site with the overlay; the pending answers stand or become 500s.
-    fn commit(&self, overlay: &mut BTreeMap<String, Change>, pending: &mut Vec<Pending>) {
+    fn commit(&self, overlay: &mut BTreeMap<String, Change>, pending: &mut [Pending]) {
         if overlay.is_empty() {
             return;
         }
@@ -358,7 +363,8 @@ impl Applier {
         }
     }
 
-    /// Checks one transaction and stages its effect in `local`.
+    /// Checks one transaction and stages its effect in `local`; either way, the answer and the target.
+    #[allow(clippy::result_large_err)] // one per request, moved once
     fn transaction(&self, grant: &Grant, op: Op, overlay: &BTreeMap<String, Change>, local: &mut BTreeMap<String, Change>) -> Result<(Answer, String), (Answer, String)> {
         let bad = |t: &str, m: String| (Answer::error(StatusCode::BAD_REQUEST, m), t.to_string());
         let internal = |t: &str, m: String| (Answer::error(StatusCode::INTERNAL_SERVER_ERROR, m), t.to_string());
