@@ -14,6 +14,7 @@ the files.
     python bench/kerchunk_bench.py KERCHUNK_REFS_BIN OUT_DIR
 """
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -62,9 +63,10 @@ def kerchunk_file(path):
 def fedstac_combine(refs_bin, files, out):
     timings = []
     for _ in range(RUNS):
-        done = subprocess.run([refs_bin, "--combine", str(out), *files], capture_output=True, text=True)
+        env = {**os.environ, "RUST_BACKTRACE": "0"}
+        done = subprocess.run([refs_bin, "--combine", str(out), *files], capture_output=True, text=True, env=env)
         if done.returncode:
-            return done.stderr.strip().splitlines()[-1], None
+            return " ".join(done.stderr.split()).removeprefix("Error: "), None
         timings.append(json.loads(done.stdout)["combine_seconds"])
     return json.loads(Path(out).read_text()), statistics.median(timings)
 
@@ -177,7 +179,7 @@ def main():
         "| --- | ---: | ---: | --- | --- |",
     ]
     for r in rows:
-        verdict = lambda ok, bad, err: "equal" if ok else (f"refused: {err[:80]}" if bad else "wrong")  # noqa: E731
+        verdict = lambda ok, bad, err: "equal" if ok else (f"refused: {' '.join(err.split())[:90]}" if bad else "wrong")  # noqa: E731
         lines.append(f"| {r['name']} | {fmt(r['ours']) if r['ours'] is not None else ''} | "
                      f"{fmt(r['theirs']) if r['theirs'] is not None else ''} | "
                      f"{verdict(r['ours_ok'], r['ours_refused'], r['ours_error'] or '')} | "
