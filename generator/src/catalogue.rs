@@ -102,7 +102,7 @@ impl<'a> CatalogueWriter<'a> {
         // `site`: the item page says when a dataset is held elsewhere (federation).
         // Kerchunk: the sidecar's URL and how to open it (sidecars.rs).
         let kerchunk = crate::sidecars::page_snippet(&serde_json::to_value(&item.assets)?, &format!("{dir}/{}.json", item.id), self.site.url.as_deref());
-        let page = json!({"kind": "item", "stac": item, "breadcrumbs": crumbs, "json_href": format!("./{}.json", item.id), "site": self.site.name, "kerchunk": kerchunk});
+        let page = json!({"kind": "item", "stac": item, "breadcrumbs": crumbs, "json_href": format!("./{}.json", item.id), "site": self.site.name, "kerchunk": kerchunk, "file_count": data_files(&item)});
         // Render both before writing either, so a failure leaves no orphan behind.
         let html = self.pages.render(PageKind::Item, &page)?;
         let json = to_json(&item)?;
@@ -326,10 +326,15 @@ impl ItemRow {
             title: p.title.clone(),
             start: p.start_datetime,
             end: p.end_datetime,
-            files: item.assets.len(),
+            files: data_files(item),
             latest: p.additional_fields.get("latest").and_then(Value::as_bool),
         }
     }
+}
+
+/// The item's data files: its assets but Kerchunk sidecars (sidecars.rs).
+fn data_files(item: &Item) -> usize {
+    item.assets.values().filter(|a| !a.roles.iter().any(|r| r == "kerchunk")).count()
 }
 
 fn html_link(href: impl ToString) -> Link {

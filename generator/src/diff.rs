@@ -127,6 +127,10 @@ fn dataset_facts(item: &Value) -> DatasetFacts {
     let props = &item["properties"];
     let mut files = BTreeMap::new();
     for (key, asset) in item.get("assets").and_then(Value::as_object).into_iter().flatten() {
+        // Kerchunk sidecars are per-site views of the files, not copies of them (sidecars.rs).
+        if asset.get("roles").and_then(Value::as_array).is_some_and(|r| r.iter().any(|x| x == "kerchunk")) {
+            continue;
+        }
         let href = asset.get("href").and_then(Value::as_str).unwrap_or("");
         let name = href_file_name(href).unwrap_or_else(|| key.clone());
         let holders = crate::harvest::holders(&serde_json::json!({"assets": {"x": asset}}));

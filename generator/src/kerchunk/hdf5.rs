@@ -43,12 +43,134 @@ const FILTER_FLETCHER32: u16 = 3;
 
 struct Hdf5Values {
     datasets: HashMap<String, Dataset>,
+    file: std::fs::File,
+    /// One inflater for every chunk: `hdf5-reader` builds a new one (~40 KB
+    /// zeroed) per chunk, which dominated files with thousands of tiny
+    /// time chunks (70 ms → see bench/README.md).
+    inflater: std::sync::Mutex<flate2::Decompress>,
 }
 
 impl ValueReader for Hdf5Values {
-    fn read_values(&self, path: &str, _array: &Array) -> Result<Vec<u8>> {
+    fn read_values(&self, path: &str, array: &Array) -> Result<Vec<u8>> {
+        if let Some(values) = self.assemble(array)? {
+            return Ok(values);
+        }
         let ds = self.datasets.get(path).ok_or_else(|| anyhow!("no dataset {path}"))?;
         Ok(ds.read_raw_bytes()?)
+    }
+}
+
+impl Hdf5Values {
+    /// Values decoded from the array's own chunk references (zlib and shuffle
+    /// only), as a zarr reader would; None for anything else (the library reads those).
+    fn assemble(&self, array: &Array) -> Result<Option<Vec<u8>>> {
+        let size = array.dtype.size;
+        if size == 0 || matches!(array.dtype.kind, Kind::Bytes | Kind::VlenStr) || array.filters.iter().any(|f| f.id != "zlib" && f.id != "shuffle") {
+            return Ok(None);
+        }
+        let Some(fill) = fill_bytes(array.fill_value.as_ref(), array.dtype) else { return Ok(None) };
+        let chunk_bytes = array.chunks.iter().product::<u64>() as usize * size;
+        let mut out = fill.repeat(array.nbytes() as usize / size);
+        let mut inflater = self.inflater.lock().expect("not poisoned");
+        for (index, chunk) in &array.chunk_refs {
+            let mut data = match chunk {
+                Chunk::Ref { offset, length, .. } => {
+                    let mut buf = vec![0u8; *length as usize];
+                    std::os::unix::fs::FileExt::read_exact_at(&self.file, &mut buf, *offset).with_context(|| format!("reading {length} bytes at {offset}"))?;
+                    buf
+                }
+                Chunk::Inline(bytes) => bytes.clone(),
+            };
+            for f in array.filters.iter().rev() {
+                data = match f.id.as_ref() {
+                    "zlib" => {
+                        inflater.reset(true);
+                        let mut buf = Vec::with_capacity(chunk_bytes);
+                        let status = inflater.decompress_vec(&data, &mut buf, flate2::FlushDecompress::Finish);
+                        if !matches!(status, Ok(flate2::Status::StreamEnd)) {
+                            return Ok(None);
+                        }
+                        buf
+                    }
+                    _ => unshuffle(&data, size),
+                };
+            }
+            if data.len() != chunk_bytes {
+                return Ok(None);
+            }
+            copy_chunk(&mut out, &data, &array.shape, &array.chunks, index, size);
+        }
+        Ok(Some(out))
+    }
+}
+
+/// A fill value as one element of `dtype` (None when it cannot be written).
+fn fill_bytes(fill: Option<&Value>, dtype: Dtype) -> Option<Vec<u8>> {
+    let mut le = match (fill, dtype.kind, dtype.size) {
+        (None, _, n) => vec![0; n],
+        (Some(Value::Float(f)), Kind::Float, 4) => (*f as f32).to_le_bytes().to_vec(),
+        (Some(Value::Float(f)), Kind::Float, 8) => f.to_le_bytes().to_vec(),
+        (Some(Value::Int(i)), Kind::Int | Kind::UInt, n) => i.to_le_bytes()[..n].to_vec(),
+        (Some(Value::UInt(u)), Kind::Int | Kind::UInt, n) => u.to_le_bytes()[..n].to_vec(),
+        _ => return None,
+    };
+    if dtype.big_endian {
+        le.reverse();
+    }
+    Some(le)
+}
+
+fn unshuffle(data: &[u8], size: usize) -> Vec<u8> {
+    if size <= 1 {
+        return data.to_vec();
+    }
+    let n = data.len() / size;
+    let mut out = data.to_vec();
+    for i in 0..n {
+        for b in 0..size {
+            out[i * size + b] = data[b * n + i];
+        }
+    }
+    out
+}
+
+/// Copies one decoded chunk (C order, full chunk shape) into the C-order
+/// array, clipping edge chunks.
+fn copy_chunk(out: &mut [u8], chunk: &[u8], shape: &[u64], chunks: &[u64], index: &[u64], size: usize) {
+    let rank = shape.len();
+    if rank == 0 {
+        out[..size].copy_from_slice(&chunk[..size]);
+        return;
+    }
+    let origin: Vec<u64> = index.iter().zip(chunks).map(|(i, c)| i * c).collect();
+    let last = rank - 1;
+    if origin[last] >= shape[last] {
+        return;
+    }
+    let run = (chunks[last].min(shape[last] - origin[last]) as usize) * size;
+    let rows: u64 = chunks[..last].iter().product();
+    let mut row = vec![0u64; last];
+    for r in 0..rows {
+        if r > 0 {
+            // Odometer over the chunk's rows, last axis fastest.
+            for d in (0..last).rev() {
+                row[d] += 1;
+                if row[d] < chunks[d] {
+                    break;
+                }
+                row[d] = 0;
+            }
+        }
+        if (0..last).any(|d| origin[d] + row[d] >= shape[d]) {
+            continue;
+        }
+        let mut dst = 0u64;
+        for d in 0..last {
+            dst = dst * shape[d] + origin[d] + row[d];
+        }
+        let dst = (dst * shape[last] + origin[last]) as usize * size;
+        let src = r as usize * chunks[last] as usize * size;
+        out[dst..dst + run].copy_from_slice(&chunk[src..src + run]);
     }
 }
 
@@ -146,7 +268,8 @@ pub(crate) fn read(path: &Path, url: &Arc<str>) -> Result<(Tree, Box<dyn ValueRe
         tree.arrays.insert(dpath.clone(), array);
         by_path.insert(dpath, ds);
     }
-    Ok((tree, Box::new(Hdf5Values { datasets: by_path })))
+    let values = Hdf5Values { datasets: by_path, file: std::fs::File::open(path)?, inflater: std::sync::Mutex::new(flate2::Decompress::new(true)) };
+    Ok((tree, Box::new(values)))
 }
 
 /// `_FillValue` if set, and the value unwritten data read as.
@@ -613,5 +736,16 @@ mod tests {
     #[test]
     fn shuffle_matches_numcodecs_layout() {
         assert_eq!(shuffle(&[1, 2, 3, 4, 5, 6, 7], 2), vec![1, 3, 5, 2, 4, 6, 7]);
+        assert_eq!(unshuffle(&shuffle(&[1, 2, 3, 4, 5, 6], 2), 2), vec![1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn chunks_are_placed_and_clipped() {
+        // A 3x3 array of u8 in 2x2 chunks: the edge chunk (1, 1) holds one value.
+        let mut out = vec![0u8; 9];
+        copy_chunk(&mut out, &[1, 2, 3, 4], &[3, 3], &[2, 2], &[0, 0], 1);
+        copy_chunk(&mut out, &[5, 6, 7, 8], &[3, 3], &[2, 2], &[1, 1], 1);
+        copy_chunk(&mut out, &[9, 10, 11, 12], &[3, 3], &[2, 2], &[0, 1], 1);
+        assert_eq!(out, vec![1, 2, 9, 3, 4, 11, 0, 0, 5]);
     }
 }

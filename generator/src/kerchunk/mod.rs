@@ -57,6 +57,11 @@
 //!   axis, its bounds, lat/lon bounds) is read, decoded and inlined as one
 //!   uncompressed chunk; data along the time dimension are not, so that the
 //!   files of a dataset keep one chunk grid and combine.
+//! - Values that are read (time axes, small arrays) are decoded from the
+//!   references themselves, as a zarr reader would, with one reused inflater
+//!   (flate2 on zlib-rs); `hdf5-reader` decodes only what has other filters.
+//!   Its reader built a fresh inflater per chunk, which made a daily file of
+//!   3652 one-step chunks take 70 ms instead of 11.
 //! - Combining along time: see [`combine_along_time`].
 
 mod combine;
