@@ -205,7 +205,6 @@ fn fold(effects: &mut Effects, w: Write) {
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::io::Write as _;
 
     #[test]
     fn log_folds_and_survives_reopen() {
