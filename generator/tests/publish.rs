@@ -855,3 +855,106 @@ fn rand_u128() -> u128 {
     getrandom::fill(&mut b).unwrap();
     u128::from_le_bytes(b)
 }
+
+/// A partner's writes outlive the site's own publishes: laid again on every uploaded tree, and kept across restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partner_writes_survive_publishes() {
+    let w = World::new();
+    let oidc = Oidc::start(&w.path("oidc"), None, false);
+    let www = w.path("webhost/site");
+    let key = w.path("publisher.key");
+    assert!(Command::new(env!("CARGO_BIN_EXE_fedstac")).arg("keygen").arg(&key).output().unwrap().status.success());
+    let port = free_port();
+    let state = w.path("webhost-state");
+    let config = w.path("receiver-webhost.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\nsite_dir: {}\nstate_dir: {}\nsite: {{name: dkrz, title: dkrz}}\nauth: {{issuer: {}, audience: \"urn:fedstac:dkrz\"}}\n\
+             grants:\n  - {{client: dkrz-admin, admin: true}}\n  - {{client: ceda, node: ceda, hosts: [data.ceda.ac.uk], replicas: true, own_datasets: true}}\n\
+             publishers:\n  - {{key_id: dkrz-1, public_key_file: {}.pub, client: dkrz-admin}}\n",
+            www.display(),
+            state.display(),
+            oidc.issuer(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let mut receiver = Receiver::run(config, state.clone(), port);
+    let (auth, _) = oidc.client("dkrz-admin", "stac:write stac:publish", "urn:fedstac:dkrz");
+    let site_cfg = w.config("dkrz");
+    let receiver_url = receiver.url("/");
+    let args = ["--config", site_cfg.to_str().unwrap(), "--receiver", &receiver_url, "--auth", auth.to_str().unwrap(), "--key", key.to_str().unwrap(), "--key-id", "dkrz-1", "--json"];
+    let (ok, report) = publish_sh(&args);
+    assert!(ok && report["status"] == 200, "{report}");
+    let built = w.site("dkrz");
+    let ceda_site = w.site("ceda");
+
+    // CEDA: a replica on a DKRZ item, one on the item DKRZ will drop, its own dataset, and another it retracts.
+    let ceda_token = oidc.token("ceda", "stac:write", "urn:fedstac:dkrz").await;
+    let dkrz_items = site_items(&built);
+    let ceda_only: Vec<(String, Value)> = site_items(&ceda_site).into_iter().filter(|(id, _)| !dkrz_items.contains_key(id)).map(|(id, i)| (id, i.json)).take(2).collect();
+    assert_eq!(ceda_only.len(), 2, "two datasets only CEDA holds");
+    let mut dkrz_only = dkrz_items.iter().filter(|(id, _)| !ceda_only.iter().any(|(c, _)| c == *id));
+    let (kept_id, kept) = dkrz_only.next().unwrap();
+    let (victim_id, victim) = dkrz_only.find(|(_, i)| i.json["properties"]["cmip6:source_id"] != kept.json["properties"]["cmip6:source_id"] || i.json["properties"]["cmip6:experiment_id"] != kept.json["properties"]["cmip6:experiment_id"]).unwrap();
+    let replica = |item: &Value| -> (String, Value) {
+        let key = item["assets"].as_object().unwrap().keys().find(|k| k.ends_with(".nc")).unwrap().clone();
+        let href = format!("{CEDA_URL}replica/{key}");
+        (href.clone(), json!([{"op": "add", "path": format!("/assets/{key}/alternate/ceda"), "value": {"href": href, "alternate:name": "ceda"}}]))
+    };
+    let (kept_href, patch) = replica(&kept.json);
+    let item_url = |id: &str| receiver.url(&format!("/collections/CMIP6/items/{id}"));
+    let (s, body, _) = send(http().patch(item_url(kept_id)).bearer_auth(&ceda_token).header("content-type", "application/json-patch+json").json(&patch)).await;
+    assert_eq!(s, 200, "{body}");
+    let (_, patch) = replica(&victim.json);
+    let (s, body, _) = send(http().patch(item_url(victim_id)).bearer_auth(&ceda_token).header("content-type", "application/json-patch+json").json(&patch)).await;
+    assert_eq!(s, 200, "{body}");
+    let ((own_id, own), (gone_id, gone)) = (&ceda_only[0], &ceda_only[1]);
+    for item in [own, gone] {
+        let (s, body, _) = send(http().post(receiver.url("/collections/CMIP6/items")).bearer_auth(&ceda_token).json(item)).await;
+        assert_eq!(s, 201, "{body}");
+    }
+    let retract = json!({"properties": {"latest": false, "retracted": true}, "assets": {}});
+    let (s, body, _) = send(http().patch(item_url(gone_id)).bearer_auth(&ceda_token).header("content-type", "application/merge-patch+json").json(&retract)).await;
+    assert_eq!(s, 200, "{body}");
+
+    let check = |why: &str| {
+        let kept_now = read_item(&www, kept_id);
+        let key = kept_href.rsplit('/').next().unwrap();
+        assert_eq!(kept_now["assets"][key]["alternate"]["ceda"]["href"], kept_href.as_str(), "{why}: CEDA's replica");
+        assert_eq!(read_item(&www, own_id)["assets"], own["assets"], "{why}: CEDA's dataset");
+        assert_eq!(read_item(&www, gone_id)["properties"]["retracted"], true, "{why}: CEDA's retraction");
+        let indexed = indexed_ids(&www);
+        assert!(indexed.contains(own_id) && indexed.contains(kept_id), "{why}: in the search index");
+        assert_consistent(&www);
+        kept_now
+    };
+    check("before");
+
+    // DKRZ changes its tree (a dataset gone, the one CEDA replicated elsewhere) and publishes.
+    let href = victim.json["assets"].as_object().unwrap().values().find_map(|a| a["href"].as_str().filter(|h| h.ends_with(".nc"))).unwrap();
+    let victim_dir = w.archive.join("dkrz/pool/data/CMIP6/data").join(href.strip_prefix(DKRZ_URL).unwrap()).parent().unwrap().to_path_buf();
+    let aside = w.path("victim-aside");
+    std::fs::rename(&victim_dir, &aside).unwrap();
+    let (ok, report) = publish_sh(&args);
+    assert!(ok && report["status"] == 200, "{report}");
+    assert!(report["removed"].as_u64().unwrap() >= 2, "the change travelled: {report}");
+    assert!(item_path(&www, victim_id).is_none(), "DKRZ's change applied");
+    let pending = report["answer"]["pending"].as_array().unwrap();
+    assert!(pending.iter().any(|p| p.as_str().unwrap().starts_with(victim_id.as_str())), "the orphaned replica is pending: {report}");
+    let after = check("after DKRZ's publish");
+    assert_eq!(after["properties"], serde_json::from_slice::<Value>(&std::fs::read(item_path(&built, kept_id).unwrap()).unwrap()).unwrap()["properties"], "the rest of the item is DKRZ's");
+    assert!(receiver.audit().iter().any(|e| e["action"] == "publish" && e["status"] == 200 && e["detail"].as_str().is_some_and(|d| d.contains(victim_id.as_str()))), "the audit log names the pending replica");
+
+    // A restarted receiver keeps them for the next publish (here with the dataset back: the replica lands again).
+    receiver.restart();
+    std::fs::rename(&aside, &victim_dir).unwrap();
+    let (ok, report) = publish_sh(&args);
+    assert!(ok && report["status"] == 200, "{report}");
+    check("after a restart and another publish");
+    assert_eq!(report["answer"]["pending"], json!([]), "{report}");
+    let (victim_href, _) = replica(&victim.json);
+    let key = victim_href.rsplit('/').next().unwrap();
+    assert_eq!(read_item(&www, victim_id)["assets"][key]["alternate"]["ceda"]["href"], victim_href.as_str(), "the pending replica lands when its item is back");
+}

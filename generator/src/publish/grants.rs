@@ -65,7 +65,7 @@ fn at_hosts(grant: &Grant, href: &str) -> bool {
 }
 
 /// The grant's client created it here, or every primary href is at the grant's hosts (and there is at least one).
-fn is_own(grant: &Grant, item: &Value) -> bool {
+pub fn is_own(grant: &Grant, item: &Value) -> bool {
     if let Some(owner) = item.get("properties").and_then(|p| p.get(OWNER)).and_then(Value::as_str) {
         return owner == grant.client;
     }

@@ -10,6 +10,7 @@
 //!   the catalogue, pages and search index regenerated and swapped in atomically).
 //! - [`bundle`]: the signed upload format (ed25519 over a manifest of SHA-256 digests).
 //! - [`client`]: `fedstac publish` and `fedstac push` (client-credentials tokens).
+//! - [`partner`]: the partner writes kept so that they outlive the site's own uploads.
 //! - [`audit`]: the append-only JSON-lines log of every write.
 
 pub mod audit;
@@ -18,6 +19,7 @@ pub mod bundle;
 pub mod client;
 pub mod config;
 pub mod grants;
+pub mod partner;
 pub mod receiver;
 pub mod store;
 

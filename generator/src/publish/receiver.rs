@@ -29,6 +29,7 @@ use super::auth::{AuthError, Authenticator, Principal};
 use super::bundle::{self, ReplayState};
 use super::config::{Grant, ReceiverConfig};
 use super::grants;
+use super::partner::{self, PartnerWrites};
 use super::store::{Change, Site};
 
 /// An HTTP answer: status and JSON body.
@@ -103,7 +104,8 @@ pub async fn run(config: ReceiverConfig, listener: tokio::net::TcpListener) -> R
         keys.insert(p.key_id.clone(), (bundle::parse_public_key(&b64).with_context(|| format!("publisher {}", p.key_id))?, p.client.clone()));
     }
     let (tx, rx) = mpsc::channel::<Job>(4096);
-    let applier = Applier { site: site.clone(), config: config.clone(), audit: AuditLog::open(&config.state_dir)?, keys };
+    let partners = PartnerWrites::open(&config.state_dir).context("loading the partner writes")?;
+    let applier = Applier { site: site.clone(), config: config.clone(), audit: AuditLog::open(&config.state_dir)?, keys, partners };
     std::thread::Builder::new().name("applier".into()).spawn(move || applier.run(rx)).context("starting the applier")?;
     let app = Arc::new(App { config: config.clone(), auth, site, jobs: tx });
 
@@ -244,6 +246,8 @@ struct Applier {
     config: ReceiverConfig,
     audit: AuditLog,
     keys: HashMap<String, (VerifyingKey, String)>,
+    /// Accepted partner writes, laid again on every uploaded tree.
+    partners: PartnerWrites,
 }
 
 /// A write checked and applied to the overlay, waiting for the regeneration.
@@ -273,11 +277,13 @@ impl Applier {
         let mut overlay: BTreeMap<String, Change> = BTreeMap::new();
         let mut pending: Vec<Pending> = Vec::new();
         let mut done: Vec<Pending> = Vec::new();
+        let mut writes: Vec<partner::Write> = Vec::new();
         for job in batch {
             let Job { who, op, reply } = job;
             if let Op::Publish { upload } = op {
                 // Uploads replace the whole tree: apply what is queued before, then the upload alone.
-                self.commit(&mut overlay, &mut pending);
+                self.commit(&mut overlay, &mut pending, &mut writes);
+                done.append(&mut pending);
                 let (answer, target) = self.publish(&who, &upload);
                 done.push(Pending { reply, answer, who, action: "publish", target });
                 continue;
@@ -291,17 +297,20 @@ impl Applier {
             };
             let grant = self.config.grants.iter().find(|g| g.client == who.client).cloned();
             let mut local = BTreeMap::new();
+            let mut local_writes = Vec::new();
             let (answer, target) = match grant {
-                Some(g) => match self.transaction(&g, op, &overlay, &mut local) {
+                Some(g) => match self.transaction(&g, op, &overlay, &mut local, &mut local_writes) {
                     Ok((a, t)) => (a, t),
                     Err((a, t)) => {
                         local.clear();
+                        local_writes.clear();
                         (a, t)
                     }
                 },
                 None => (Answer::error(StatusCode::FORBIDDEN, "no grant"), String::new()),
             };
             overlay.extend(local);
+            writes.append(&mut local_writes);
             let p = Pending { reply, answer, who, action, target };
             if p.answer.status.is_success() {
                 pending.push(p);
@@ -309,18 +318,27 @@ impl Applier {
                 done.push(p);
             }
         }
-        self.commit(&mut overlay, &mut pending);
+        self.commit(&mut overlay, &mut pending, &mut writes);
         done.extend(pending);
         self.finish(done);
     }
 
-    /// Regenerates the site with the overlay; the pending answers stand or become 500s.
-    fn commit(&self, overlay: &mut BTreeMap<String, Change>, pending: &mut [Pending]) {
+    /// Regenerates the site with the overlay and keeps the partner writes (synced
+    /// before anyone is answered); the pending answers stand or become 500s.
+    fn commit(&self, overlay: &mut BTreeMap<String, Change>, pending: &mut [Pending], writes: &mut Vec<partner::Write>) {
         if overlay.is_empty() {
             return;
         }
         match self.site.apply(overlay) {
-            Ok(stats) => tracing::info!("applied {} change(s): {} items, {} files written, {:.2} s", overlay.len(), stats.items, stats.written, stats.seconds),
+            Ok(stats) => {
+                tracing::info!("applied {} change(s): {} items, {} files written, {:.2} s", overlay.len(), stats.items, stats.written, stats.seconds);
+                if let Err(e) = self.partners.append(std::mem::take(writes)) {
+                    tracing::error!("keeping partner writes: {e:#}");
+                    for p in pending.iter_mut() {
+                        p.answer = Answer::error(StatusCode::INTERNAL_SERVER_ERROR, format!("applied, but not kept for the site's next publish: {e:#}"));
+                    }
+                }
+            }
             Err(e) => {
                 tracing::error!("apply failed: {e:#}");
                 for p in pending.iter_mut() {
@@ -329,20 +347,31 @@ impl Applier {
             }
         }
         overlay.clear();
+        writes.clear();
     }
 
     fn finish(&self, done: Vec<Pending>) {
         let time = audit::now();
+        // A successful upload names the partner writes it could not lay again (kept, pending).
+        let details: Vec<String> = done
+            .iter()
+            .map(|p| match p.answer.body.get("pending").and_then(Value::as_array).filter(|a| !a.is_empty()) {
+                Some(list) if p.answer.status.is_success() => format!("partner writes pending: {}", list.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")),
+                _ if p.answer.status.is_success() => String::new(),
+                _ => p.answer.body["description"].as_str().unwrap_or("").to_string(),
+            })
+            .collect();
         let entries: Vec<audit::Entry> = done
             .iter()
-            .map(|p| audit::Entry {
+            .zip(&details)
+            .map(|(p, detail)| audit::Entry {
                 time: time.clone(),
                 client: &p.who.client,
                 subject: &p.who.subject,
                 action: p.action,
                 target: &p.target,
                 status: p.answer.status.as_u16(),
-                detail: if p.answer.status.is_success() { "" } else { p.answer.body["description"].as_str().unwrap_or("") },
+                detail,
             })
             .collect();
         if let Err(e) = self.audit.append(&entries) {
@@ -365,7 +394,15 @@ impl Applier {
 
     /// Checks one transaction and stages its effect in `local`; either way, the answer and the target.
     #[allow(clippy::result_large_err)] // one per request, moved once
-    fn transaction(&self, grant: &Grant, op: Op, overlay: &BTreeMap<String, Change>, local: &mut BTreeMap<String, Change>) -> Result<(Answer, String), (Answer, String)> {
+    fn transaction(&self, grant: &Grant, op: Op, overlay: &BTreeMap<String, Change>, local: &mut BTreeMap<String, Change>, writes: &mut Vec<partner::Write>) -> Result<(Answer, String), (Answer, String)> {
+        // A partner's accepted write, kept so that it outlives the site's next upload.
+        let node = grant.node.clone().unwrap_or_default();
+        let mut keep = |id: &str, old: Option<&Value>, new: Option<&Value>| {
+            if !grant.admin {
+                let own = old.is_none_or(|o| grants::is_own(grant, o));
+                writes.push(partner::Write::of(id, &grant.client, &node, own, old, new));
+            }
+        };
         let bad = |t: &str, m: String| (Answer::error(StatusCode::BAD_REQUEST, m), t.to_string());
         let internal = |t: &str, m: String| (Answer::error(StatusCode::INTERNAL_SERVER_ERROR, m), t.to_string());
         match op {
@@ -395,6 +432,7 @@ impl Applier {
                         set_owner(&mut item, Some(&grant.client));
                     }
                     last = item.clone();
+                    keep(&id, None, Some(&item));
                     local.insert(id, Change::Put(item));
                 }
                 if bulk {
@@ -416,6 +454,7 @@ impl Applier {
                 if !grant.admin && owner(&item).is_none() && grants::check(grant, None, Some(&item)).is_ok() {
                     set_owner(&mut item, Some(&grant.client));
                 }
+                keep(&id, Some(&old), Some(&item));
                 local.insert(id.clone(), Change::Put(item.clone()));
                 Ok((Answer { status: StatusCode::OK, body: item, location: None }, id))
             }
@@ -443,6 +482,7 @@ impl Applier {
                 if !grant.admin && owner(&item).is_none() && grants::check(grant, None, Some(&item)).is_ok() {
                     set_owner(&mut item, Some(&grant.client));
                 }
+                keep(&id, Some(&old), Some(&item));
                 local.insert(id.clone(), Change::Put(item.clone()));
                 Ok((Answer { status: StatusCode::OK, body: item, location: None }, id))
             }
@@ -451,6 +491,7 @@ impl Applier {
                 let old = self.current(&id, overlay, local).map_err(|m| internal(&id, m))?.ok_or_else(|| (Answer::error(StatusCode::NOT_FOUND, format!("no item {id}")), id.clone()))?;
                 let (old, _) = self.carry_owner(old, Value::Null);
                 grants::check(grant, Some(&old), None).map_err(|m| (Answer::error(StatusCode::FORBIDDEN, m), id.clone()))?;
+                keep(&id, Some(&old), None);
                 local.insert(id.clone(), Change::Delete);
                 Ok((Answer { status: StatusCode::NO_CONTENT, body: Value::Null, location: None }, id))
             }
@@ -532,9 +573,13 @@ impl Applier {
         if let Err(e) = replay.record(env, &replay_path) {
             return (Answer::error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")), target);
         }
-        match self.site.apply_upload(&env.files, &opened.staged) {
+        match self.site.apply_upload(&env.files, &opened.staged, &self.partners.snapshot()) {
             Ok(stats) => {
-                let body = json!({"files": env.files.len(), "uploaded": env.upload.len(), "written": stats.written, "unchanged": stats.unchanged, "removed": stats.removed});
+                if !stats.pending.is_empty() {
+                    tracing::warn!("partner writes pending (not in the uploaded tree): {}", stats.pending.join(", "));
+                }
+                let body = json!({"files": env.files.len(), "uploaded": env.upload.len(), "written": stats.written, "unchanged": stats.unchanged, "removed": stats.removed,
+                                  "partner_writes": stats.reapplied, "pending": stats.pending});
                 (Answer { status: StatusCode::OK, body, location: None }, target)
             }
             Err(e) => (Answer::error(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")), target),

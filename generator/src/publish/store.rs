@@ -16,12 +16,13 @@ use serde::Deserialize;
 use serde_json::Value;
 use stac::Item;
 
+use super::partner::{self, Effect, Effects};
 use crate::catalogue::CatalogueWriter;
 use crate::config::SiteInfo;
 use crate::html::HtmlPages;
 use crate::items::DatasetItem;
 use crate::merge::Placer;
-use crate::output::{safe_relative, ManifestEntry, SiteWriter, WriteStats, BUNDLE, MANIFEST};
+use crate::output::{safe_relative, ManifestEntry, SiteWriter, BUNDLE, MANIFEST};
 use crate::recipe::Recipe;
 use crate::search_index::SearchIndex;
 
@@ -111,8 +112,15 @@ impl Site {
 
     /// Rewrites the site with `changes` applied to its items.
     pub fn apply(&self, changes: &BTreeMap<String, Change>) -> Result<ApplyStats> {
+        let live = self.manifest()?;
+        self.regenerate(&Source { dir: &self.dir, files: &live, uploaded: None, live: &live }, changes)
+    }
+
+    /// Writes the site from `source`'s items with `changes` applied, regenerating
+    /// catalogues, pages of changed items and the search index; one atomic swap.
+    fn regenerate(&self, source: &Source, changes: &BTreeMap<String, Change>) -> Result<ApplyStats> {
         let started = std::time::Instant::now();
-        let manifest = self.manifest()?;
+        let manifest = source.files;
         let mut writer = SiteWriter::begin(&self.dir)?;
         let mut catalogue = CatalogueWriter::new(&self.info, &self.pages);
         let mut search = SearchIndex::new(&self.info)?;
@@ -128,7 +136,7 @@ impl Site {
             Ok(())
         };
         let stac_json: std::collections::HashSet<&str> = manifest.iter().filter(|(_, e)| e.stac).map(|(p, _)| p.as_str()).collect();
-        for (rel, entry) in &manifest {
+        for (rel, entry) in manifest {
             if rel == MANIFEST || rel == BUNDLE || rel.starts_with(&format!("{}/", fedstac_index::DIR)) {
                 continue;
             }
@@ -137,11 +145,11 @@ impl Site {
                 if rel.strip_suffix(".html").is_some_and(|stem| stac_json.contains(format!("{stem}.json").as_str())) {
                     continue;
                 }
-                let bytes = std::fs::read(self.dir.join(safe_relative(rel)?)).with_context(|| format!("reading {rel}"))?;
+                let bytes = source.read(rel)?;
                 writer.put(rel, &bytes)?;
                 continue;
             }
-            let bytes = std::fs::read(self.dir.join(safe_relative(rel)?)).with_context(|| format!("reading {rel}"))?;
+            let bytes = source.read(rel)?;
             let mut value: Value = serde_json::from_slice(&bytes).with_context(|| format!("reading {rel}"))?;
             if value.get("type").and_then(Value::as_str) != Some("Feature") {
                 continue; // catalogues and collections are regenerated
@@ -157,7 +165,8 @@ impl Site {
             let hierarchy: Vec<String> = parts[1..parts.len() - 1].iter().map(|s| s.to_string()).collect();
             // Unchanged: its JSON and page are kept as they are (rendering is most of an apply's cost).
             let html_rel = format!("{}.html", rel.trim_end_matches(".json"));
-            if let (Ok(html), Some(recipe)) = (std::fs::read(self.dir.join(&html_rel)), self.spec(parts[0])) {
+            let html = if manifest.contains_key(&html_rel) { source.read(&html_rel).ok() } else { None };
+            if let (Some(html), Some(recipe)) = (html, self.spec(parts[0])) {
                 let item: Item = serde_json::from_value(value).with_context(|| format!("reading {rel}"))?;
                 let dataset = DatasetItem { item, hierarchy, files: Vec::new() };
                 let indexed = search.input(&dataset, parts[0]);
@@ -185,27 +194,115 @@ impl Site {
     /// Replaces the site with an uploaded one: `files` is the whole new tree
     /// (path → digest); bytes come from `uploaded` (staged, digests already
     /// checked) or, for files the publisher did not send, from the live tree,
-    /// which must hold exactly that digest.
-    pub fn apply_upload(&self, files: &BTreeMap<String, ManifestEntry>, uploaded: &HashMap<String, PathBuf>) -> Result<WriteStats> {
+    /// which must hold exactly that digest. The partners' writes kept by the
+    /// receiver (`partners`) are laid on top in the same atomic apply; with
+    /// none, the publisher's files are taken byte for byte.
+    pub fn apply_upload(&self, files: &BTreeMap<String, ManifestEntry>, uploaded: &HashMap<String, PathBuf>, partners: &Effects) -> Result<UploadStats> {
         let live = self.manifest()?;
-        let mut writer = SiteWriter::begin(&self.dir)?;
-        for (rel, entry) in files {
-            let bytes = match uploaded.get(rel) {
-                Some(staged) => std::fs::read(staged).with_context(|| format!("reading staged {rel}"))?,
-                None => {
-                    if live.get(rel).is_none_or(|l| l.sha256 != entry.sha256) {
-                        bail!("{rel} was not uploaded and the site does not hold it with that digest");
-                    }
-                    std::fs::read(self.dir.join(safe_relative(rel)?)).with_context(|| format!("reading {rel}"))?
+        let source = Source { dir: &self.dir, files, uploaded: Some(uploaded), live: &live };
+        if partners.is_empty() {
+            let mut writer = SiteWriter::begin(&self.dir)?;
+            for (rel, entry) in files {
+                let bytes = source.read(rel)?;
+                if entry.stac {
+                    writer.put_document(rel, &bytes)?;
+                } else {
+                    writer.put(rel, &bytes)?;
                 }
+            }
+            let w = writer.commit()?;
+            return Ok(UploadStats { written: w.written, unchanged: w.unchanged, removed: w.removed, ..Default::default() });
+        }
+        let mut changes = BTreeMap::new();
+        let mut stats = UploadStats::default();
+        for (id, by_client) in partners {
+            let Ok((_, rel)) = self.locate(id) else { continue };
+            let in_tree = || -> Result<Option<Value>> {
+                if !files.contains_key(&rel) {
+                    return Ok(None);
+                }
+                let mut v: Value = serde_json::from_slice(&source.read(&rel)?).with_context(|| format!("reading uploaded {rel}"))?;
+                strip_tree_links(&mut v);
+                Ok(Some(v))
             };
-            if entry.stac {
-                writer.put_document(rel, &bytes)?;
-            } else {
-                writer.put(rel, &bytes)?;
+            // One partner's own dataset, or its deletion, wins over the tree; replicas of several partners compose.
+            let mut item: Option<Value> = None;
+            let mut touched = false;
+            for (client, effect) in by_client {
+                match effect {
+                    Effect::Own { item: own } => {
+                        item = Some(own.clone());
+                        touched = true;
+                    }
+                    Effect::Deleted => {
+                        if files.contains_key(&rel) {
+                            changes.insert(id.clone(), Change::Delete);
+                        }
+                        touched = false;
+                        item = None;
+                        break;
+                    }
+                    Effect::Replicas { node, assets } => {
+                        if item.is_none() {
+                            item = in_tree()?;
+                        }
+                        match item.as_mut() {
+                            Some(v) => {
+                                for key in partner::set_replicas(v, node, assets) {
+                                    stats.pending.push(format!("{id}#{key} ({client})"));
+                                }
+                                touched = true;
+                            }
+                            None => stats.pending.push(format!("{id} ({client})")),
+                        }
+                    }
+                }
+            }
+            if let (true, Some(v)) = (touched, item) {
+                changes.insert(id.clone(), Change::Put(v));
             }
         }
-        writer.commit()
+        stats.reapplied = changes.len();
+        let applied = self.regenerate(&source, &changes)?;
+        stats.written = applied.written;
+        stats.unchanged = applied.unchanged;
+        stats.removed = applied.removed;
+        Ok(stats)
+    }
+}
+
+/// What an upload did: files, and the partner writes laid on top (`pending`:
+/// replicas whose item or asset the uploaded tree lacks; they stay kept).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct UploadStats {
+    pub written: usize,
+    pub unchanged: usize,
+    pub removed: usize,
+    pub reapplied: usize,
+    pub pending: Vec<String>,
+}
+
+/// Where a regeneration reads the site's files: the live tree, or an upload
+/// (staged files, else the live tree's, which must match the signed digest).
+struct Source<'a> {
+    dir: &'a Path,
+    files: &'a BTreeMap<String, ManifestEntry>,
+    uploaded: Option<&'a HashMap<String, PathBuf>>,
+    live: &'a BTreeMap<String, ManifestEntry>,
+}
+
+impl Source<'_> {
+    fn read(&self, rel: &str) -> Result<Vec<u8>> {
+        if let Some(staged) = self.uploaded.and_then(|u| u.get(rel)) {
+            return std::fs::read(staged).with_context(|| format!("reading staged {rel}"));
+        }
+        if self.uploaded.is_some() {
+            let want = self.files.get(rel).map(|e| &e.sha256);
+            if want.is_none() || self.live.get(rel).map(|l| &l.sha256) != want {
+                bail!("{rel} was not uploaded and the site does not hold it with that digest");
+            }
+        }
+        std::fs::read(self.dir.join(safe_relative(rel)?)).with_context(|| format!("reading {rel}"))
     }
 }
 
