@@ -639,14 +639,7 @@ fn proxy_snippet(receiver_port: u16) -> String {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGQUIT) };
-        let started = Instant::now();
-        while self.child.try_wait().ok().flatten().is_none() && started.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        common::stop_gracefully(&mut self.child);
     }
 }
 

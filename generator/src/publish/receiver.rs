@@ -449,11 +449,7 @@ impl Applier {
                     return Err(bad(&id, format!("the body's id {new_id} is not the URL's {id}")));
                 }
                 let old = self.current(&id, overlay, local).map_err(|m| internal(&id, m))?.ok_or_else(|| (Answer::error(StatusCode::NOT_FOUND, format!("no item {id}")), id.clone()))?;
-                let (old, mut item) = self.carry_owner(old, item);
-                grants::check(grant, Some(&old), Some(&item)).map_err(|m| (Answer::error(StatusCode::FORBIDDEN, m), id.clone()))?;
-                if !grant.admin && owner(&item).is_none() && grants::check(grant, None, Some(&item)).is_ok() {
-                    set_owner(&mut item, Some(&grant.client));
-                }
+                let (old, item) = self.granted_update(grant, &id, old, item)?;
                 keep(&id, Some(&old), Some(&item));
                 local.insert(id.clone(), Change::Put(item.clone()));
                 Ok((Answer { status: StatusCode::OK, body: item, location: None }, id))
@@ -477,11 +473,7 @@ impl Applier {
                 if new_id != id {
                     return Err(bad(&id, "a patch may not change the id".into()));
                 }
-                let (old, mut item) = self.carry_owner(old, item);
-                grants::check(grant, Some(&old), Some(&item)).map_err(|m| (Answer::error(StatusCode::FORBIDDEN, m), id.clone()))?;
-                if !grant.admin && owner(&item).is_none() && grants::check(grant, None, Some(&item)).is_ok() {
-                    set_owner(&mut item, Some(&grant.client));
-                }
+                let (old, item) = self.granted_update(grant, &id, old, item)?;
                 keep(&id, Some(&old), Some(&item));
                 local.insert(id.clone(), Change::Put(item.clone()));
                 Ok((Answer { status: StatusCode::OK, body: item, location: None }, id))
@@ -520,6 +512,19 @@ impl Applier {
             tracing::debug!("{id}: {n}");
         }
         Ok((item, id))
+    }
+
+    /// A replacement of `old` by `item` (PUT or PATCH) under the client's
+    /// grant: the owner carried over, the grant checked, and a partner's own
+    /// new dataset recorded as its own.
+    #[allow(clippy::result_large_err)]
+    fn granted_update(&self, grant: &Grant, id: &str, old: Value, item: Value) -> Result<(Value, Value), (Answer, String)> {
+        let (old, mut item) = self.carry_owner(old, item);
+        grants::check(grant, Some(&old), Some(&item)).map_err(|m| (Answer::error(StatusCode::FORBIDDEN, m), id.to_string()))?;
+        if !grant.admin && owner(&item).is_none() && grants::check(grant, None, Some(&item)).is_ok() {
+            set_owner(&mut item, Some(&grant.client));
+        }
+        Ok((old, item))
     }
 
     /// The live item as the sanitizer would write it (so grant comparisons

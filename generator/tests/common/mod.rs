@@ -270,3 +270,16 @@ pub fn open_netcdf(path: &Path) -> netcdf::File {
     });
     netcdf::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()))
 }
+
+/// Stops a server the test started (nginx, the receiver): SIGQUIT for a
+/// graceful stop of master and workers, then SIGKILL after 5 s.
+pub fn stop_gracefully(child: &mut std::process::Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGQUIT) };
+    let started = std::time::Instant::now();
+    while child.try_wait().ok().flatten().is_none() && started.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
