@@ -10,9 +10,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
-cargo build --release --locked --quiet -p fedstac
-target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-fedstac=$target/release/fedstac
+# FEDSTAC=<binary> measures that build instead (e.g. one kept aside while the tree changes).
+if [[ -z "${FEDSTAC:-}" ]]; then
+  cargo build --release --locked --quiet -p fedstac
+  target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+fi
+fedstac=${FEDSTAC:-$target/release/fedstac}
 items=${ITEMS:-100000}
 pystac_seconds=${PYSTAC_SECONDS:-180}
 out=$(pwd)/bench/out/harvest

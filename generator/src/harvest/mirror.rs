@@ -208,14 +208,6 @@ impl MirrorReader {
     }
 }
 
-/// Reads `len` bytes at `offset` of an open file.
-pub fn read_at(file: &mut File, offset: u64, len: usize) -> Result<Vec<u8>> {
-    file.seek(SeekFrom::Start(offset))?;
-    let mut buf = vec![0u8; len];
-    file.read_exact(&mut buf)?;
-    Ok(buf)
-}
-
 /// First line of `journal.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JournalHeader {
@@ -224,6 +216,9 @@ pub struct JournalHeader {
     /// When the interrupted harvest started (Unix seconds).
     pub started: u64,
 }
+
+/// Room for the 64 lines between flushes.
+const JOURNAL_BUFFER: usize = 1 << 20;
 
 /// The journal of a harvest in progress.
 pub struct Journal {
@@ -244,13 +239,13 @@ impl Journal {
                 let file = std::fs::OpenOptions::new().write(true).open(path).with_context(|| format!("opening {}", path.display()))?;
                 // Cut a half-written last line off.
                 file.set_len(len)?;
-                let mut out = BufWriter::new(file);
+                let mut out = BufWriter::with_capacity(JOURNAL_BUFFER, file);
                 out.seek(SeekFrom::Start(len))?;
                 Ok(Journal { path: path.to_path_buf(), out, end: len, scratch: Vec::new(), pending: 0, last_flush: std::time::Instant::now() })
             }
             None => {
                 let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-                let mut out = BufWriter::new(file);
+                let mut out = BufWriter::with_capacity(JOURNAL_BUFFER, file);
                 let mut line = serde_json::to_vec(header)?;
                 line.push(b'\n');
                 out.write_all(&line)?;
@@ -264,11 +259,18 @@ impl Journal {
     /// 250 ms, so a killed harvest loses only its last moments of work.
     /// Returns the line's offset and length.
     pub fn append(&mut self, entry: &DocEntry) -> Result<(u64, usize)> {
-        self.scratch.clear();
-        serde_json::to_writer(&mut self.scratch, entry)?;
-        let (at, len) = (self.end, self.scratch.len());
-        self.scratch.push(b'\n');
-        self.out.write_all(&self.scratch).with_context(|| format!("writing {}", self.path.display()))?;
+        let mut line = std::mem::take(&mut self.scratch);
+        line.clear();
+        serde_json::to_writer(&mut line, entry)?;
+        let appended = self.append_line(&line);
+        self.scratch = line;
+        appended
+    }
+
+    /// Appends one entry already serialized (one line of JSON, without its newline).
+    pub fn append_line(&mut self, line: &[u8]) -> Result<(u64, usize)> {
+        let (at, len) = (self.end, line.len());
+        self.out.write_all(line).and_then(|()| self.out.write_all(b"\n")).with_context(|| format!("writing {}", self.path.display()))?;
         self.end += len as u64 + 1;
         self.pending += 1;
         if self.pending >= 64 || self.last_flush.elapsed() >= std::time::Duration::from_millis(250) {
@@ -338,7 +340,7 @@ pub struct MirrorWriter {
 impl MirrorWriter {
     pub fn create(dir: &Path, header: &MirrorHeader) -> Result<MirrorWriter> {
         let tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a temp file in {}", dir.display()))?;
-        let mut out = BufWriter::new(tmp);
+        let mut out = BufWriter::with_capacity(1 << 20, tmp);
         serde_json::to_writer(&mut out, header)?;
         out.write_all(b"\n")?;
         Ok(MirrorWriter { out })
@@ -347,6 +349,18 @@ impl MirrorWriter {
     pub fn line(&mut self, bytes: &[u8]) -> Result<()> {
         self.out.write_all(bytes)?;
         self.out.write_all(b"\n")?;
+        Ok(())
+    }
+
+    /// Copies `len` bytes at `offset` of `from` (whole lines, newlines
+    /// included): runs of lines move in one call, in the kernel where it can.
+    pub fn copy(&mut self, from: &mut File, offset: u64, len: u64) -> Result<()> {
+        self.out.flush()?;
+        from.seek(SeekFrom::Start(offset))?;
+        let copied = std::io::copy(&mut from.take(len), self.out.get_mut().as_file_mut())?;
+        if copied != len {
+            bail!("{len} bytes expected at byte {offset}, {copied} found");
+        }
         Ok(())
     }
 

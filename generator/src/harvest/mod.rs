@@ -48,7 +48,7 @@ use url::Url;
 
 use crate::config::{PartnerConfig, SiteConfig};
 use crate::merge::Placer;
-use crate::output::{ManifestEntry, BUNDLE, MANIFEST};
+use crate::output::{BUNDLE, MANIFEST};
 use fetch::{FetchError, FetchOptions, Fetched, Fetcher, Validators};
 use mirror::{DocEntry, Journal, JournalHeader, ManifestState, MirrorHeader, MirrorReader, MirrorWriter};
 use sanitize::{Doc, Scope};
@@ -320,6 +320,17 @@ pub async fn harvest(target: &Target, cache: &Path, placer: Arc<Placer>, opts: &
     fetch_opts.timeout = fetch_opts.timeout.max(Duration::from_millis(1));
     let fetcher = Fetcher::http(fetch_opts)?;
 
+    // A first harvest takes the partner's bundle whenever there is one: its
+    // download starts beside the manifest's (a partner without one answers 404).
+    let early_bundle = (opts.use_bundle && old.is_empty() && journaled.is_empty()).then(|| {
+        let (fetcher, url, limit, dest) = (fetcher.clone(), scope.base().join(BUNDLE), opts.max_bundle_bytes, dir.join(BUNDLE_DOWNLOAD));
+        tokio::spawn(async move {
+            let url = url.map_err(|e| FetchError::Refused(e.to_string()))?;
+            fetcher.download(&url, limit, &dest).await
+        })
+    });
+    let mut early_bundle = EarlyBundle { task: early_bundle, dest: dir.join(BUNDLE_DOWNLOAD) };
+
     // The manifest, when the partner publishes one.
     let manifest_url = scope.base().join(MANIFEST)?;
     let known_manifest = old_header.as_ref().and_then(|h| h.manifest.clone()).map(|m| Validators { etag: m.etag, last_modified: m.last_modified });
@@ -327,7 +338,10 @@ pub async fn harvest(target: &Target, cache: &Path, placer: Arc<Placer>, opts: &
     let mut manifest_state: Option<ManifestState> = None;
     let mut manifest_unchanged = false;
     match fetcher.get(&manifest_url, known_manifest.as_ref().filter(|v| !v.is_empty()), opts.max_manifest_bytes).await {
-        Ok(Fetched::Body { bytes, validators }) => match parse_manifest(&bytes) {
+        Ok(Fetched::Body { bytes, validators }) => match {
+            tracing::debug!("manifest: {} bytes fetched at {:.2?}", bytes.len(), started.elapsed());
+            parse_manifest(&bytes)
+        } {
             Ok(m) => {
                 report.manifest = format!("fetched ({} files listed)", m.files.len());
                 manifest = Some(m);
@@ -353,9 +367,9 @@ pub async fn harvest(target: &Target, cache: &Path, placer: Arc<Placer>, opts: &
                 let key = url.to_string();
                 old.get(&key).is_some_and(|o| o.sha == sha) || journaled.get(&key).is_some_and(|j| j.sha == sha)
             };
-            let stale = m.stac.iter().filter(|p| !holds(p, &m.files[*p])).count();
+            let stale = if old.is_empty() && journaled.is_empty() { m.stac.len() } else { m.stac.iter().filter(|p| !holds(p, &m.files[*p])).count() };
             if stale >= 16 && stale * 8 >= m.stac.len() {
-                let taken = take_bundle(&fetcher, &scope, &placer, m, bundle_sha, &dir, opts, &mut journal, &mut journaled, &mut report).await;
+                let taken = take_bundle(&fetcher, &scope, &placer, m, bundle_sha, &dir, opts, early_bundle.task.take(), &mut journal, &mut journaled, &mut report).await;
                 report.bundle = match taken {
                     Ok(n) => format!("{n} documents taken"),
                     Err(e) => format!("{e:#}; the rest is fetched one document at a time"),
@@ -365,6 +379,8 @@ pub async fn harvest(target: &Target, cache: &Path, placer: Arc<Placer>, opts: &
     }
 
     // The crawl.
+    early_bundle.cancel().await;
+    tracing::debug!("crawl starts at {:.2?}", started.elapsed());
     let bar = progress_bar(opts.progress, &target.name);
     let mut new: BTreeMap<String, NewDoc> = BTreeMap::new();
     let mut visited: HashSet<String> = HashSet::with_capacity(manifest.as_ref().map_or(old.len(), |m| m.files.len() / 2).max(old.len()) + 1);
@@ -513,6 +529,7 @@ pub async fn harvest(target: &Target, cache: &Path, placer: Arc<Placer>, opts: &
     }
     bar.finish_and_clear();
     let crawled = started.elapsed();
+    tracing::debug!("crawl ends at {crawled:.2?}");
     let stats = &fetcher.stats;
     report.requests = stats.requests.load(std::sync::atomic::Ordering::Relaxed);
     report.bytes = stats.bytes.load(std::sync::atomic::Ordering::Relaxed);
@@ -568,16 +585,33 @@ pub async fn harvest(target: &Target, cache: &Path, placer: Arc<Placer>, opts: &
     let changed = old_header.as_ref() != Some(&header) || !same_docs;
 
     journal.flush()?;
+    tracing::debug!("mirror starts at {:.2?}", started.elapsed());
     if changed {
         let mut journal_file = File::open(journal.path()).with_context(|| format!("reading {}", journal.path().display()))?;
         let mut writer = MirrorWriter::create(&dir, &header)?;
+        // Lines that follow each other in the old mirror or the journal are copied as one run.
+        let mut run: Option<(bool, u64, u64)> = None; // (from the journal, start, end)
+        let mut copy_run = |writer: &mut MirrorWriter, run: Option<(bool, u64, u64)>| -> Result<()> {
+            match run {
+                Some((true, start, end)) => writer.copy(&mut journal_file, start, end - start),
+                Some((false, start, end)) => writer.copy(old_file.as_mut().context("old mirror")?, start, end - start),
+                None => Ok(()),
+            }
+        };
         for doc in new.values() {
-            let bytes = match doc.line {
-                Line::Old(offset, len) => mirror::read_at(old_file.as_mut().context("old mirror")?, offset, len)?,
-                Line::Journal(offset, len) => mirror::read_at(&mut journal_file, offset, len)?,
+            let (journal_line, offset, len) = match doc.line {
+                Line::Old(offset, len) => (false, offset, len as u64),
+                Line::Journal(offset, len) => (true, offset, len as u64),
             };
-            writer.line(&bytes)?;
+            run = match run {
+                Some((j, start, end)) if j == journal_line && end == offset => Some((j, start, offset + len + 1)),
+                other => {
+                    copy_run(&mut writer, other)?;
+                    Some((journal_line, offset, offset + len + 1))
+                }
+            };
         }
+        copy_run(&mut writer, run)?;
         writer.commit(&mirror_path)?;
         report.outcome = "updated".into();
         tracing::debug!("harvest {}: crawl {crawled:.2?}, mirror written in {:.2?}", target.name, started.elapsed() - crawled);
@@ -592,27 +626,47 @@ pub async fn harvest(target: &Target, cache: &Path, placer: Arc<Placer>, opts: &
 }
 
 /// Fills a mirror entry from a sanitized document; its notes go to the report.
-fn doc_entry(mut entry: DocEntry, doc: Doc, report: &mut HarvestReport) -> (DocEntry, Option<String>) {
-    let (item_id, notes) = match doc {
-        Doc::Catalog { links, notes } => {
-            entry.links = Some(links);
-            (None, notes)
-        }
-        Doc::Item { item, id, notes } => {
-            entry.item = Some(item);
-            (Some(id), notes)
-        }
-    };
+fn doc_entry(entry: DocEntry, doc: Doc, report: &mut HarvestReport) -> (DocEntry, Option<String>) {
+    let (entry, item_id, notes) = entry_of(entry, doc);
     for n in notes {
         report.note(&entry.url, n);
     }
     (entry, item_id)
 }
 
+/// A mirror entry from a sanitized document: the entry, the item's id, its notes.
+fn entry_of(mut entry: DocEntry, doc: Doc) -> (DocEntry, Option<String>, Vec<String>) {
+    match doc {
+        Doc::Catalog { links, notes } => {
+            entry.links = Some(links);
+            (entry, None, notes)
+        }
+        Doc::Item { item, id, notes } => {
+            entry.item = Some(item);
+            (entry, Some(id), notes)
+        }
+    }
+}
+
+/// A bundle record, sanitized and serialized as its journal line.
+struct TakenRecord {
+    url: String,
+    sha: String,
+    line: Vec<u8>,
+    links: Option<Vec<(String, String)>>,
+    item_id: Option<String>,
+    notes: Vec<String>,
+}
+
 /// Downloads the partner's bundle and journals every record that the
 /// manifest lists with the same digest and that sanitizes, as if it had been
 /// fetched; the crawl then finds them current. Returns how many were taken
 /// (those journaled before an error stay taken).
+///
+/// A pipeline, so that every core works: one thread inflates and splits the
+/// bundle (checking each record's digest), the others sanitize and serialize
+/// batches of records, and this thread appends their lines to the journal in
+/// bundle order.
 #[allow(clippy::too_many_arguments)]
 async fn take_bundle(
     fetcher: &Fetcher,
@@ -622,64 +676,146 @@ async fn take_bundle(
     bundle_sha: &str,
     dir: &Path,
     opts: &HarvestOptions,
+    early: Option<tokio::task::JoinHandle<Result<(String, u64), FetchError>>>,
     journal: &mut Journal,
     journaled: &mut HashMap<String, JournalDoc>,
     report: &mut HarvestReport,
 ) -> Result<usize> {
     let url = scope.base().join(BUNDLE)?;
-    let download = dir.join("bundle.download");
+    tracing::debug!("bundle: {} of {} STAC documents to take", manifest.stac.len(), manifest.files.len());
+    let download = dir.join(BUNDLE_DOWNLOAD);
     let started = Instant::now();
-    let (sha, size) = fetcher.download(&url, opts.max_bundle_bytes, &download).await.map_err(|e| anyhow!("{url}: {e}"))?;
+    let downloaded = match early {
+        Some(task) => task.await.map_err(|e| anyhow!("{url}: the download failed: {e}"))?,
+        None => fetcher.download(&url, opts.max_bundle_bytes, &download).await,
+    };
+    let (sha, size) = downloaded.map_err(|e| {
+        let _ = std::fs::remove_file(&download);
+        anyhow!("{url}: {e}")
+    })?;
     tracing::debug!("bundle: {size} bytes downloaded in {:.2?}", started.elapsed());
-    let mut taken = 0;
+    let mut taken_docs: Vec<(String, JournalDoc)> = Vec::new();
     let result = (|| -> Result<()> {
         if sha != bundle_sha {
             bail!("{url}: its SHA-256 {sha} is not the manifest's {bundle_sha} (rebuilt meanwhile?)");
         }
         let file = File::open(&download).with_context(|| format!("reading {}", download.display()))?;
-        let gz = flate2::read::GzDecoder::new(std::io::BufReader::new(file));
-        let mut records = bundle::BundleReader::new(std::io::BufReader::new(gz), opts.max_document_bytes);
-        // Sanitizing is the CPU cost of a harvest: batches of records across the cores.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        loop {
-            let mut batch = Vec::with_capacity(BUNDLE_BATCH);
-            for record in records.by_ref().take(BUNDLE_BATCH) {
-                let record = record.with_context(|| format!("{url}"))?;
-                if manifest.files.get(&record.path) != Some(&record.sha256) || crate::output::safe_relative(&record.path).is_err() {
-                    continue;
+        let resumed: &HashMap<String, JournalDoc> = journaled;
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
+        let (batch_tx, batch_rx) = std::sync::mpsc::sync_channel::<(usize, Vec<bundle::Record>)>(workers * 2);
+        let batch_rx = std::sync::Mutex::new(batch_rx);
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<(usize, Vec<TakenRecord>)>(workers * 2);
+        std::thread::scope(|s| {
+            let max_document_bytes = opts.max_document_bytes;
+            let reader = s.spawn(move || -> Result<()> {
+                let gz = flate2::read::GzDecoder::new(std::io::BufReader::with_capacity(1 << 20, file));
+                let mut records = bundle::BundleReader::new(std::io::BufReader::with_capacity(1 << 20, gz), max_document_bytes);
+                for seq in 0.. {
+                    let mut batch = Vec::with_capacity(BUNDLE_BATCH);
+                    let mut failed = None;
+                    for record in records.by_ref().take(BUNDLE_BATCH) {
+                        match record {
+                            Ok(r) => batch.push(r),
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    // Records before a bad one are still taken.
+                    let last = batch.len() < BUNDLE_BATCH;
+                    if !batch.is_empty() && batch_tx.send((seq, batch)).is_err() {
+                        return Ok(()); // the writer stopped; it reports why
+                    }
+                    if let Some(e) = failed {
+                        return Err(e);
+                    }
+                    if last {
+                        break;
+                    }
                 }
-                let Ok(doc_url) = scope.base().join(&record.path) else { continue };
-                if journaled.get(doc_url.as_str()).is_some_and(|j| j.sha == record.sha256) {
-                    continue;
-                }
-                batch.push((doc_url, record));
-            }
-            if batch.is_empty() {
-                return Ok(());
-            }
-            let per_thread = batch.len().div_ceil(threads);
-            let docs: Vec<Result<Doc, String>> = std::thread::scope(|s| {
-                let handles: Vec<_> = batch.chunks(per_thread).map(|chunk| s.spawn(move || chunk.iter().map(|(u, r)| sanitize::classify(&r.bytes, u, scope, placer)).collect::<Vec<_>>())).collect();
-                handles.into_iter().flat_map(|h| h.join().expect("sanitizing does not panic")).collect()
+                Ok(())
             });
-            for ((doc_url, record), doc) in batch.into_iter().zip(docs) {
-                // A refused document is left to the crawl, which fetches and reports it.
-                let Ok(doc) = doc else { continue };
-                let key = doc_url.to_string();
-                let base = DocEntry { url: key.clone(), sha256: record.sha256.clone(), manifest_match: true, ..Default::default() };
-                let (entry, item_id) = doc_entry(base, doc, report);
-                let (offset, len) = journal.append(&entry)?;
-                journaled.insert(key, JournalDoc { offset, len, sha: record.sha256, validators: Validators::default(), not_modified: false, links: entry.links, item_id, from_bundle: true });
-                taken += 1;
+            for _ in 0..workers {
+                let (batch_rx, done_tx) = (&batch_rx, done_tx.clone());
+                s.spawn(move || loop {
+                    let next = batch_rx.lock().map(|rx| rx.recv());
+                    let Ok(Ok((seq, batch))) = next else { return };
+                    let taken = batch.into_iter().filter_map(|record| take_record(record, manifest, resumed, scope, placer)).collect();
+                    if done_tx.send((seq, taken)).is_err() {
+                        return;
+                    }
+                });
             }
-        }
+            drop(done_tx);
+            // Batches arrive in any order; lines are journaled in bundle order.
+            let mut waiting: BTreeMap<usize, Vec<TakenRecord>> = BTreeMap::new();
+            let mut next = 0;
+            for (seq, taken) in done_rx.iter() {
+                waiting.insert(seq, taken);
+                while let Some(batch) = waiting.remove(&next) {
+                    next += 1;
+                    for t in batch {
+                        for n in t.notes {
+                            report.note(&t.url, n);
+                        }
+                        let (offset, len) = journal.append_line(&t.line)?;
+                        taken_docs.push((t.url, JournalDoc { offset, len, sha: t.sha, validators: Validators::default(), not_modified: false, links: t.links, item_id: t.item_id, from_bundle: true }));
+                    }
+                }
+            }
+            reader.join().map_err(|_| anyhow!("the bundle reader panicked"))?.with_context(|| format!("{url}"))
+        })
     })();
+    let taken = taken_docs.len();
+    journaled.extend(taken_docs);
     let _ = std::fs::remove_file(&download);
     tracing::debug!("bundle: {taken} documents taken in {:.2?}", started.elapsed());
     result.map(|()| taken).map_err(|e| anyhow!("{e:#} ({taken} documents taken before)"))
 }
 
-const BUNDLE_BATCH: usize = 2048;
+/// Sanitizes one bundle record into its journal line; None when the manifest
+/// does not list it with this digest, it is already journaled, or it is
+/// refused (a refused document is left to the crawl, which fetches and
+/// reports it).
+fn take_record(record: bundle::Record, manifest: &PartnerManifest, journaled: &HashMap<String, JournalDoc>, scope: &Scope, placer: &Placer) -> Option<TakenRecord> {
+    if manifest.files.get(&record.path) != Some(&record.sha256) || crate::output::safe_relative(&record.path).is_err() {
+        return None;
+    }
+    let doc_url = scope.base().join(&record.path).ok()?;
+    if journaled.get(doc_url.as_str()).is_some_and(|j| j.sha == record.sha256) {
+        return None;
+    }
+    let doc = sanitize::classify(&record.bytes, &doc_url, scope, placer).ok()?;
+    let url = doc_url.to_string();
+    let base = DocEntry { url: url.clone(), sha256: record.sha256.clone(), manifest_match: true, ..Default::default() };
+    let (mut entry, item_id, notes) = entry_of(base, doc);
+    let line = serde_json::to_vec(&entry).ok()?;
+    let links = entry.links.take();
+    Some(TakenRecord { url, sha: record.sha256, line, links, item_id, notes })
+}
+
+const BUNDLE_BATCH: usize = 256;
+
+/// Where the bundle is downloaded to (in the partner's cache directory).
+const BUNDLE_DOWNLOAD: &str = "bundle.download";
+
+/// A bundle download started before the manifest said whether it is needed.
+struct EarlyBundle {
+    task: Option<tokio::task::JoinHandle<Result<(String, u64), FetchError>>>,
+    dest: std::path::PathBuf,
+}
+
+impl EarlyBundle {
+    /// Stops a download that was not taken and removes what it wrote.
+    async fn cancel(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+            let _ = std::fs::remove_file(&self.dest);
+        }
+    }
+}
 
 /// Queues the links of a catalogue (each URL once, within depth and count limits).
 #[allow(clippy::too_many_arguments)]
@@ -732,13 +868,42 @@ struct PartnerManifest {
 }
 
 fn parse_manifest(bytes: &[u8]) -> Result<PartnerManifest> {
+    /// The manifest's `files`, read straight into a [`PartnerManifest`] (it lists every file of the site).
+    struct Files(PartnerManifest);
+    impl<'de> serde::Deserialize<'de> for Files {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visit;
+            impl<'de> serde::de::Visitor<'de> for Visit {
+                type Value = Files;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a map of site paths to {sha256, size, stac}")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Files, A::Error> {
+                    #[derive(serde::Deserialize)]
+                    struct Entry {
+                        sha256: String,
+                        #[serde(default)]
+                        stac: bool,
+                    }
+                    let mut m = PartnerManifest { files: HashMap::default(), stac: Vec::new() };
+                    while let Some((path, entry)) = map.next_entry::<String, Entry>()? {
+                        if entry.stac {
+                            m.stac.push(path.clone());
+                        }
+                        m.files.insert(path, entry.sha256);
+                    }
+                    Ok(Files(m))
+                }
+            }
+            d.deserialize_map(Visit)
+        }
+    }
     #[derive(serde::Deserialize)]
     struct Manifest {
-        files: HashMap<String, ManifestEntry>,
+        files: Files,
     }
     let m: Manifest = serde_json::from_slice(bytes).context("not a fedstac manifest")?;
-    let stac = m.files.iter().filter(|(_, e)| e.stac).map(|(p, _)| p.clone()).collect();
-    Ok(PartnerManifest { files: m.files.into_iter().map(|(path, e)| (path, e.sha256)).collect(), stac })
+    Ok(m.files.0)
 }
 
 fn lock(dir: &Path) -> Result<nix::fcntl::Flock<File>> {
