@@ -45,8 +45,12 @@ impl<R: BufRead> BundleReader<R> {
         if len > self.max_document_bytes {
             bail!("bundle record {at} ({path}): {len} bytes is over the size limit of {} bytes", self.max_document_bytes);
         }
-        let mut bytes = vec![0; len as usize + 1];
-        self.inner.read_exact(&mut bytes).with_context(|| format!("bundle record {at} ({path}): cut short"))?;
+        // Not zeroed first: the record is read straight into its buffer.
+        let mut bytes = Vec::with_capacity(len as usize + 1);
+        let read = (&mut self.inner).take(len + 1).read_to_end(&mut bytes).with_context(|| format!("bundle record {at} ({path})"))?;
+        if read as u64 != len + 1 {
+            bail!("bundle record {at} ({path}): cut short");
+        }
         if bytes.pop() != Some(b'\n') {
             bail!("bundle record {at} ({path}): not {len} bytes long");
         }

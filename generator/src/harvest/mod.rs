@@ -237,7 +237,8 @@ struct NewDoc {
 }
 
 struct Task {
-    url: Url,
+    /// Normalized (as `Url` writes it): parsed again only when fetched.
+    url: String,
     depth: usize,
 }
 
@@ -385,7 +386,7 @@ pub async fn harvest(target: &Target, cache: &Path, placer: Arc<Placer>, opts: &
     let mut new: BTreeMap<String, NewDoc> = BTreeMap::new();
     let mut visited: HashSet<String> = HashSet::with_capacity(manifest.as_ref().map_or(old.len(), |m| m.files.len() / 2).max(old.len()) + 1);
     visited.insert(root_key.clone());
-    let mut queue: VecDeque<Task> = VecDeque::from([Task { url: root.clone(), depth: 0 }]);
+    let mut queue: VecDeque<Task> = VecDeque::from([Task { url: root_key.clone(), depth: 0 }]);
     let mut inflight = FuturesUnordered::new();
     let mut truncated = false;
     let mut root_problem: Option<String> = None;
@@ -395,8 +396,8 @@ pub async fn harvest(target: &Target, cache: &Path, placer: Arc<Placer>, opts: &
     loop {
         while inflight.len() < jobs {
             let Some(task) = queue.pop_front() else { break };
-            let key = task.url.to_string();
-            let listed = manifest.as_ref().and_then(|m| scope.relative(&task.url).and_then(|rel| m.files.get(rel)));
+            let key = task.url.clone();
+            let listed = manifest.as_ref().and_then(|m| scope.relative_str(&task.url).and_then(|rel| m.files.get(rel)));
             // 1. Journaled by the interrupted harvest (and still current per the manifest).
             if let Some(j) = journaled.get(&key) {
                 let current = match (&manifest, listed) {
@@ -450,11 +451,15 @@ pub async fn harvest(target: &Target, cache: &Path, placer: Arc<Placer>, opts: &
             let limit = opts.max_document_bytes;
             let listed = listed.cloned();
             inflight.push(tokio::spawn(async move {
-                let outcome = match fetcher.get(&task.url, validators.as_ref().filter(|v| !v.is_empty()), limit).await {
+                let url = match Url::parse(&task.url) {
+                    Ok(url) => url,
+                    Err(e) => return (task, known, listed, Outcome::Failed(FetchError::Refused(e.to_string()))),
+                };
+                let outcome = match fetcher.get(&url, validators.as_ref().filter(|v| !v.is_empty()), limit).await {
                     Ok(Fetched::NotModified) => Outcome::NotModified,
                     Ok(Fetched::Body { bytes, validators }) => {
                         let sha = hex::encode(Sha256::digest(&bytes));
-                        let doc = sanitize::classify(&bytes, &task.url, &scope, &placer);
+                        let doc = sanitize::classify(&bytes, &url, &scope, &placer);
                         Outcome::Fresh { validators, sha, doc }
                     }
                     Err(e) => Outcome::Failed(e),
@@ -465,7 +470,7 @@ pub async fn harvest(target: &Target, cache: &Path, placer: Arc<Placer>, opts: &
         let Some(done) = inflight.next().await else { break };
         let (task, known, listed, outcome) = done.map_err(|e| anyhow!("a harvest task failed: {e}"))?;
         bar.inc(1);
-        let key = task.url.to_string();
+        let key = task.url.clone();
         let is_root = key == root_key;
         match outcome {
             Outcome::Fresh { validators, sha, doc: Ok(doc) } => {
@@ -828,13 +833,12 @@ fn expand(queue: &mut VecDeque<Task>, visited: &mut HashSet<String>, links: &Opt
             *truncated = true;
             return;
         }
-        let Ok(url) = Url::parse(href) else { continue };
         if depth + 1 > opts.max_depth {
             report.problem(href, "skipped", format!("deeper than {} catalogue levels", opts.max_depth), false);
             continue;
         }
         visited.insert(href.clone());
-        queue.push_back(Task { url, depth: depth + 1 });
+        queue.push_back(Task { url: href.clone(), depth: depth + 1 });
         bar.inc_length(1);
     }
 }

@@ -63,6 +63,12 @@ impl Scope {
         url.scheme() == self.base.scheme() && url.host_str() == self.base.host_str() && url.port_or_known_default() == self.base.port_or_known_default() && url.path().starts_with(self.base.path())
     }
 
+    /// [`Scope::relative`] of a URL as `Url` writes it, without parsing it again.
+    pub fn relative_str<'u>(&self, url: &'u str) -> Option<&'u str> {
+        let rest = url.strip_prefix(self.base.as_str())?;
+        Some(&rest[..rest.find(['?', '#']).unwrap_or(rest.len())])
+    }
+
     /// Path below the base (the key of the partner's manifest).
     pub fn relative<'u>(&self, url: &'u Url) -> Option<&'u str> {
         if !self.contains(url) {
@@ -424,6 +430,15 @@ mod tests {
     }
 
     const ID: &str = "CMIP6.ScenarioMIP.IPSL.IPSL-CM6A-LR.ssp119.r4i1p1f1.CFmon.clcalipso.gr.v20191122";
+
+    #[test]
+    fn relative_paths_of_normalized_urls() {
+        let scope = Scope::of_root(&Url::parse("https://p.example:8443/stac/catalog.json").unwrap());
+        for href in ["https://p.example:8443/stac/a/b.json", "https://p.example:8443/stac/a/b.json?x=1", "https://p.example:8443/stacked/b.json", "http://p.example:8443/stac/a.json", "https://p.example/stac/a.json", "https://p.example:8443/stac/", "https://p.example:8443/stac/a%20b.json#f"] {
+            let url = Url::parse(href).unwrap();
+            assert_eq!(scope.relative_str(url.as_str()), scope.relative(&url), "{href}");
+        }
+    }
 
     #[test]
     fn items_are_cleaned() {
