@@ -207,9 +207,14 @@ fn make_archives(dir: &Path) -> (PathBuf, PathBuf, Split) {
 }
 
 fn site_config(dir: &Path, name: &str, root: &Path, data_url: &str, partners: &[(&str, String)]) -> SiteConfig {
+    site_config_with(dir, name, root, data_url, partners, "")
+}
+
+/// `root_extra` goes inside the root's mapping (e.g. `, kerchunk: {...}`).
+fn site_config_with(dir: &Path, name: &str, root: &Path, data_url: &str, partners: &[(&str, String)], root_extra: &str) -> SiteConfig {
     let partners: String = partners.iter().map(|(n, u)| format!("  - {{name: {n}, url: \"{u}\"}}\n")).collect();
     let yaml = format!(
-        "site: {{name: {name}, title: {name} test site}}\nroots:\n  - {{path: \"{}\", recipe: cmip6, data_url: \"{data_url}\"}}\ncv_dir: \"{}\"\noutput: \"{}\"\ncache: \"{}\"\n{}",
+        "site: {{name: {name}, title: {name} test site}}\nroots:\n  - {{path: \"{}\", recipe: cmip6, data_url: \"{data_url}\"{root_extra}}}\ncv_dir: \"{}\"\noutput: \"{}\"\ncache: \"{}\"\n{}",
         root.display(),
         cv_dir().display(),
         dir.join(format!("site-{name}")).display(),
@@ -384,6 +389,69 @@ fn two_sites_harvest_each_other_and_answer_the_same() {
     assert_eq!(dkrz_nginx.requests(), served + 1);
     let full = first["bytes"].as_u64().unwrap();
     assert!(again[0].bytes * 100 <= full, "unchanged re-harvest took {} bytes, the full one {full}", again[0].bytes);
+}
+
+/// GET over HTTP with curl: the body, or None unless 200.
+fn http_get(url: &str) -> Option<Vec<u8>> {
+    let out = Command::new("curl").args(["-sf", "--max-time", "20", url]).output().expect("curl runs");
+    out.status.success().then_some(out.stdout)
+}
+
+/// Both sites write Kerchunk sidecars: the partner's sidecar assets arrive
+/// with the partner's URLs, which its server answers with the references;
+/// where both hold a dataset, they are alternates of the local sidecars.
+#[test]
+fn sidecars_federate_with_the_partners_urls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (ceda_root, dkrz_root, split) = make_archives(dir);
+    let ceda_nginx = Nginx::start(&dir.join("nginx-ceda"), &dir.join("site-ceda"), "");
+    let dkrz_nginx = Nginx::start(&dir.join("nginx-dkrz"), &dir.join("site-dkrz"), "");
+    let sidecars = ", kerchunk: {enabled: true, urls: public}";
+    let ceda = site_config_with(dir, "ceda", &ceda_root, CEDA_URL, &[("dkrz", dkrz_nginx.url("catalog.json"))], sidecars);
+    let dkrz = site_config_with(dir, "dkrz", &dkrz_root, DKRZ_URL, &[("ceda", ceda_nginx.url("catalog.json"))], sidecars);
+    build(ceda.clone());
+    build(dkrz.clone());
+    harvest_all(&ceda, &quick_opts());
+    harvest_all(&dkrz, &quick_opts());
+    build(ceda.clone());
+    build(dkrz.clone());
+    let out = fedstac(&["diff", &ceda_nginx.url(""), &dkrz_nginx.url("")]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+
+    let is_references = |a: &Value| a["roles"].as_array().is_some_and(|r| r.iter().any(|x| x == "kerchunk"));
+    let served_references = |href: &str| {
+        let body = http_get(href).unwrap_or_else(|| panic!("{href} is not served"));
+        let refs: Value = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{href}: {e}"));
+        assert!(refs["refs"].is_object(), "{href} holds no Kerchunk references");
+    };
+    let (items, dkrz_base) = (site_items(&ceda.output), dkrz_nginx.url(""));
+    assert!(dkrz_base.starts_with("http://127.0.0.1:"));
+    for (id, item) in &items {
+        assert!(item.assets().values().any(|a| is_references(a)), "{id} has no sidecar asset");
+    }
+
+    // Held only at DKRZ: DKRZ's sidecars, at DKRZ.
+    let elsewhere = &items[&first_versioned(&split.dkrz_only, "")];
+    for (key, a) in elsewhere.assets().iter().filter(|(_, a)| is_references(a)) {
+        let href = a["href"].as_str().unwrap();
+        assert!(href.starts_with(&dkrz_base), "{key}: {href}");
+        served_references(href);
+    }
+
+    // Held at both: CEDA's own sidecars (relative), with DKRZ's as alternates.
+    let shared = &items[&first_versioned(&split.both, &split.partial.0)];
+    let mut checked = 0;
+    for (key, a) in shared.assets().iter().filter(|(_, a)| is_references(a)) {
+        let href = a["href"].as_str().unwrap();
+        assert!(!href.contains("://"), "{key}: the local sidecar is linked relatively: {href}");
+        assert!(shared.path.parent().unwrap().join(href).is_file(), "{key}: {href}");
+        let alt = a["alternate"]["dkrz"]["href"].as_str().unwrap_or_else(|| panic!("{key}: no DKRZ alternate: {a}"));
+        assert!(alt.starts_with(&dkrz_base), "{key}: {alt}");
+        served_references(alt);
+        checked += 1;
+    }
+    assert!(checked >= 1);
 }
 
 /// Copies of the corpus's real partner items (piddiplatsch payloads unwrapped) as a static catalogue.
