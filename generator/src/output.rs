@@ -60,7 +60,9 @@ pub struct SiteWriter {
     previous_seen: usize,
     manifest: BufWriter<std::fs::File>,
     /// The bundle is compressed on its own thread (it also reads carried documents' bytes).
-    bundle: Option<SyncSender<Record>>,
+    bundle: Option<SyncSender<Vec<Record>>>,
+    /// Records not yet handed to the bundle's thread (sent in batches: one wake-up each).
+    records: Vec<Record>,
     bundler: Option<JoinHandle<Result<([u8; 32], u64)>>>,
     /// Directories created in the staging tree so far.
     dirs: HashSet<PathBuf>,
@@ -69,6 +71,8 @@ pub struct SiteWriter {
     /// Remove the old tree on a background thread after the swap (a long-running receiver).
     background_cleanup: bool,
 }
+
+const RECORD_BATCH: usize = 128;
 
 /// One record of the bundle, in write order: its bytes, or a file holding them.
 enum Record {
@@ -103,12 +107,12 @@ impl<W: Write> Write for Hashing<W> {
 }
 
 /// Writes the bundle's records as they come; returns its SHA-256 and size.
-fn run_bundler(file: std::fs::File, rx: std::sync::mpsc::Receiver<Record>) -> Result<([u8; 32], u64)> {
+fn run_bundler(file: std::fs::File, rx: std::sync::mpsc::Receiver<Vec<Record>>) -> Result<([u8; 32], u64)> {
     // Level 1: JSON still shrinks ~8×, and the build barely notices. The gzip
     // header carries no timestamp, so the bundle is deterministic.
     let mut gz = flate2::write::GzEncoder::new(Hashing { inner: BufWriter::with_capacity(1 << 16, file), hasher: Sha256::new(), size: 0 }, flate2::Compression::fast());
     let mut buf = Vec::new();
-    for record in rx {
+    for record in rx.into_iter().flatten() {
         let (header, bytes) = match record {
             Record::Bytes { header, bytes } => {
                 buf = bytes;
@@ -164,7 +168,7 @@ impl SiteWriter {
         let mut manifest = BufWriter::new(file);
         write!(manifest, "{{\"generator\": \"fedstac {}\", \"files\": {{", env!("CARGO_PKG_VERSION"))?;
         let file = std::fs::File::create(staging.join(BUNDLE)).context("creating the bundle")?;
-        let (tx, rx) = sync_channel(4096);
+        let (tx, rx) = sync_channel(64);
         let bundler = std::thread::Builder::new().name("bundle".into()).spawn(move || run_bundler(file, rx)).context("starting the bundle writer")?;
         Ok(SiteWriter {
             live: live.to_path_buf(),
@@ -174,6 +178,7 @@ impl SiteWriter {
             previous_seen: 0,
             manifest,
             bundle: Some(tx),
+            records: Vec::with_capacity(RECORD_BATCH),
             bundler: Some(bundler),
             dirs: HashSet::new(),
             stats: WriteStats::default(),
@@ -246,7 +251,16 @@ impl SiteWriter {
     }
 
     fn send(&mut self, record: Record) -> Result<()> {
-        let sent = self.bundle.as_ref().is_some_and(|tx| tx.send(record).is_ok());
+        self.records.push(record);
+        if self.records.len() < RECORD_BATCH {
+            return Ok(());
+        }
+        self.flush_records()
+    }
+
+    fn flush_records(&mut self) -> Result<()> {
+        let batch = std::mem::replace(&mut self.records, Vec::with_capacity(RECORD_BATCH));
+        let sent = self.bundle.as_ref().is_some_and(|tx| tx.send(batch).is_ok());
         if !sent {
             // The bundle thread stopped: its error says why.
             self.bundle = None;
@@ -300,6 +314,7 @@ impl SiteWriter {
     pub fn commit(mut self) -> Result<WriteStats> {
         self.committed = true;
         // The bundle is listed last; unchanged, it keeps the live copy (and its ETag).
+        self.flush_records()?;
         self.bundle = None;
         let (sha, size) = match self.bundler.take().map(|h| h.join()) {
             Some(Ok(r)) => r?,
