@@ -14,14 +14,19 @@
 #                                       hard-linked copy of the built site instead of a publish, and only
 #                                       those rows of the README block are replaced
 #   SKIP_SETUP=1                        skip scripts/setup.sh (when it ran already)
+#   FEDSTAC=/path/to/fedstac            that binary instead of building this tree's (before/after comparisons)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 only=${ONLY:-}
 [[ -z "$only" || "$only" == transactions ]] || { echo "ONLY must be transactions" >&2; exit 2; }
 [[ -n "${SKIP_SETUP:-}" ]] || scripts/setup.sh --test >/dev/null
-cargo build --release --locked --quiet -p fedstac
-target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-fedstac=$target/release/fedstac
+if [[ -n "${FEDSTAC:-}" ]]; then
+  fedstac=$FEDSTAC
+else
+  cargo build --release --locked --quiet -p fedstac
+  target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  fedstac=$target/release/fedstac
+fi
 items=${ITEMS:-100000}
 tx_items=${TX_ITEMS:-20000}
 batch=${BATCH:-5000}

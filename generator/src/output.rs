@@ -63,7 +63,7 @@ pub struct SiteWriter {
     bundle: Option<SyncSender<Vec<Record>>>,
     /// Records not yet handed to the bundle's thread (sent in batches: one wake-up each).
     records: Vec<Record>,
-    bundler: Option<JoinHandle<Result<([u8; 32], u64)>>>,
+    bundler: Option<JoinHandle<Result<Digest256>>>,
     /// Directories created in the staging tree so far.
     dirs: HashSet<PathBuf>,
     stats: WriteStats,
@@ -73,6 +73,9 @@ pub struct SiteWriter {
 }
 
 const RECORD_BATCH: usize = 128;
+
+/// A file's SHA-256 and size.
+type Digest256 = ([u8; 32], u64);
 
 /// One record of the bundle, in write order: its bytes, or a file holding them.
 enum Record {
@@ -107,7 +110,7 @@ impl<W: Write> Write for Hashing<W> {
 }
 
 /// Writes the bundle's records as they come; returns its SHA-256 and size.
-fn run_bundler(file: std::fs::File, rx: std::sync::mpsc::Receiver<Vec<Record>>) -> Result<([u8; 32], u64)> {
+fn run_bundler(file: std::fs::File, rx: std::sync::mpsc::Receiver<Vec<Record>>) -> Result<Digest256> {
     // Level 1: JSON still shrinks ~8×, and the build barely notices. The gzip
     // header carries no timestamp, so the bundle is deterministic.
     let mut gz = flate2::write::GzEncoder::new(Hashing { inner: BufWriter::with_capacity(1 << 16, file), hasher: Sha256::new(), size: 0 }, flate2::Compression::fast());
@@ -129,7 +132,7 @@ fn run_bundler(file: std::fs::File, rx: std::sync::mpsc::Receiver<Vec<Record>>) 
             }
         };
         // Written piece by piece as it always was: deflate's output depends on how its input is split.
-        write!(gz, "{}\t{}\t{}\n", header.rel_path, hex::encode(header.sha), header.size).context("writing the bundle")?;
+        writeln!(gz, "{}\t{}\t{}", header.rel_path, hex::encode(header.sha), header.size).context("writing the bundle")?;
         gz.write_all(bytes).context("writing the bundle")?;
         gz.write_all(b"\n").context("writing the bundle")?;
     }

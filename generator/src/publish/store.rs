@@ -275,7 +275,9 @@ impl Site {
         let stats = catalogue.finish(&mut writer)?;
         search.finish(&mut writer)?;
         let w = writer.commit()?;
-        *kept_docs = next;
+        // The last apply's map is freed off this thread (100k entries take a while).
+        let old = std::mem::replace(&mut *kept_docs, next);
+        std::thread::spawn(move || drop(old));
         Ok(ApplyStats { items: stats.items, written: w.written, unchanged: w.unchanged, removed: w.removed, seconds: started.elapsed().as_secs_f64() })
     }
 
