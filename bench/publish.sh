@@ -10,12 +10,23 @@
 # Figures go to bench/README.md (between the PUBLISH markers) and bench/out/publish/results.md.
 #   bench/publish.sh                    N=100000, K=20000, B=5000 (into the big site: one batch of K)
 #   ITEMS=10000 TX_ITEMS=5000 bench/publish.sh
+#   ONLY=transactions bench/publish.sh  only the transaction rows: the N-item receiver starts from a
+#                                       hard-linked copy of the built site instead of a publish, and only
+#                                       those rows of the README block are replaced
+#   SKIP_SETUP=1                        skip scripts/setup.sh (when it ran already)
+#   FEDSTAC=/path/to/fedstac            that binary instead of building this tree's (before/after comparisons)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh --test >/dev/null
-cargo build --release --locked --quiet -p fedstac
-target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-fedstac=$target/release/fedstac
+only=${ONLY:-}
+[[ -z "$only" || "$only" == transactions ]] || { echo "ONLY must be transactions" >&2; exit 2; }
+[[ -n "${SKIP_SETUP:-}" ]] || scripts/setup.sh --test >/dev/null
+if [[ -n "${FEDSTAC:-}" ]]; then
+  fedstac=$FEDSTAC
+else
+  cargo build --release --locked --quiet -p fedstac
+  target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  fedstac=$target/release/fedstac
+fi
 items=${ITEMS:-100000}
 tx_items=${TX_ITEMS:-20000}
 batch=${BATCH:-5000}
@@ -91,6 +102,12 @@ publish() { # <port> → the JSON report
 }
 field() { python3 -c "import json,sys; r=json.load(open('$1')); print(r$2)"; }
 
+if [[ "$only" == transactions ]]; then
+echo "== a receiver holding the $n_items-item site (a hard-linked copy of the build)" >&2
+rm -rf "$out/web"; mkdir -p "$out/web"
+cp -al "$out/site" "$out/web/site"
+wport=$(receiver web "$out/web/site")
+else
 echo "== publish $n_items items into an empty receiver" >&2
 rm -rf "$out/web"; mkdir -p "$out/web"
 wport=$(receiver web "$out/web/site")
@@ -117,6 +134,7 @@ t0=$(date +%s.%N)
 t1=$(date +%s.%N)
 build_delta=$(python3 -c "print(f'{$t1-$t0:.2f}')")
 publish "$wport" >"$out/publish-delta.json"
+fi
 
 echo "== transactions: $tx_items items in bulk POSTs of $batch" >&2
 # A template item of the site, its hrefs moved to the partner's host.
@@ -161,6 +179,7 @@ bulk "$wport" "into the $n_items-item site" "$tx_items" >"$out/tx-large.json"
 {
   echo "Measured $(date -u +%F) on $(nproc) cores, $(uname -m); fedstac release build, oidc-provider $(node -p 'require("./tests/oauth/node_modules/oidc-provider/package.json").version'), Node $(node --version); one receiver at a time, all on loopback."
   echo
+  if [[ "$only" != transactions ]]; then
   echo "| publish run | files in site | files sent | files removed | upload bytes | seconds |"
   echo "| --- | ---: | ---: | ---: | ---: | ---: |"
   for run in full unchanged delta; do
@@ -170,6 +189,7 @@ bulk "$wport" "into the $n_items-item site" "$tx_items" >"$out/tx-large.json"
   echo
   echo "The delta: $ndelta datasets moved to a new version (one item removed and one added each); rebuilding the site took ${build_delta} s before publishing."
   echo
+  fi
   echo "| transactions (bulk POST, FeatureCollection) | items | batch | seconds | items/s | first batch s | last batch s |"
   echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
   for f in "$out/tx-small.json" "$out/tx-large.json"; do
@@ -177,12 +197,21 @@ bulk "$wport" "into the $n_items-item site" "$tx_items" >"$out/tx-large.json"
   done
 } >"$out/results.md"
 cat "$out/results.md"
-python3 - bench/README.md "$out/results.md" <<'PY'
+python3 - bench/README.md "$out/results.md" "$only" <<'PY'
 import sys
-readme, results = sys.argv[1], open(sys.argv[2]).read()
+readme, results, only = sys.argv[1], open(sys.argv[2]).read(), sys.argv[3]
 text = open(readme).read()
 start, end = "<!-- PUBLISH:START -->", "<!-- PUBLISH:END -->"
 if start in text:
-    text = text[: text.index(start) + len(start)] + "\n" + results + text[text.index(end):]
+    if only == "transactions":
+        # Only the transaction rows (and the date line) change; the publish rows stay as measured.
+        block = text[text.index(start) + len(start) : text.index(end)].split("\n")
+        new = results.split("\n")
+        rows = {l.split("|")[1].strip(): l for l in new if l.startswith("| into ")}
+        block = [rows.get(l.split("|")[1].strip(), l) if l.startswith("| into ") else l for l in block]
+        block = [new[0] + " (transaction rows; publish rows as measured before)" if l.startswith("Measured ") else l for l in block]
+        text = text[: text.index(start) + len(start)] + "\n".join(block) + text[text.index(end):]
+    else:
+        text = text[: text.index(start) + len(start)] + "\n" + results + text[text.index(end):]
     open(readme, "w").write(text)
 PY

@@ -74,62 +74,52 @@ impl<'a> CatalogueWriter<'a> {
 
     /// Whether an item with this id was written already (the same dataset under two roots).
     pub fn has_item(&self, id: &str) -> bool {
-        self.ids.contains(&u128::from_le_bytes(Sha256::digest(id.as_bytes())[..16].try_into().expect("16 bytes")))
+        self.ids.contains(&id_key(id))
     }
 
     /// Writes one item (JSON and page) and files its summary. Returns false,
     /// writing nothing, for an id already written (the same dataset under two roots).
     pub fn add_item(&mut self, writer: &mut SiteWriter, spec: &CollectionSpec, extensions: &[String], dataset: DatasetItem) -> Result<bool> {
-        let DatasetItem { mut item, hierarchy, .. } = dataset;
-        let id_key = u128::from_le_bytes(Sha256::digest(item.id.as_bytes())[..16].try_into().expect("16 bytes"));
+        if self.has_item(&dataset.item.id) {
+            return Ok(false);
+        }
+        let prepared = self.preparer().prepare(spec, dataset)?;
+        self.add_prepared(writer, spec, extensions, prepared)
+    }
+
+    /// What renders items' documents and pages; shareable between threads.
+    pub fn preparer(&self) -> ItemPreparer<'a> {
+        ItemPreparer { pages: self.pages, site_name: self.site.name.clone(), site_url: self.site.url.clone() }
+    }
+
+    /// Writes an item [`ItemPreparer::prepare`]d, and files its summary
+    /// (false, writing nothing, for an id already written).
+    pub fn add_prepared(&mut self, writer: &mut SiteWriter, spec: &CollectionSpec, extensions: &[String], item: PreparedItem) -> Result<bool> {
+        let id_key = id_key(&item.facts.id);
         if self.ids.contains(&id_key) {
             return Ok(false);
         }
-        let up = "../".repeat(hierarchy.len() + 1);
-        let dir = std::iter::once(spec.id.as_str()).chain(hierarchy.iter().map(String::as_str)).collect::<Vec<_>>().join("/");
-        let (parent_json, parent_page) = if hierarchy.is_empty() { ("collection.json", "collection.html") } else { ("catalog.json", "catalog.html") };
-        item.links.splice(
-            0..0,
-            [
-                Link::root(format!("{up}catalog.json")).json(),
-                Link::parent(format!("./{parent_json}")).json(),
-                Link::collection(format!("{}collection.json", "../".repeat(hierarchy.len()))).json(),
-                html_link(format!("./{}.html", item.id)),
-            ],
-        );
-        let mut crumbs = breadcrumbs(&spec.id, &hierarchy);
-        crumbs.push(json!({"title": hierarchy.last().cloned().unwrap_or_else(|| spec.id.clone()), "href": format!("./{parent_page}")}));
-        // `site`: the item page says when a dataset is held elsewhere (federation).
-        // Kerchunk: the sidecar's URL and how to open it (sidecars.rs).
-        let kerchunk = crate::sidecars::page_snippet(&serde_json::to_value(&item.assets)?, &format!("{dir}/{}.json", item.id), self.site.url.as_deref());
-        let page = json!({"kind": "item", "stac": item, "breadcrumbs": crumbs, "json_href": format!("./{}.json", item.id), "site": self.site.name, "kerchunk": kerchunk, "file_count": data_files(&item)});
-        // Render both before writing either, so a failure leaves no orphan behind.
-        let html = self.pages.render(PageKind::Item, &page)?;
-        let json = to_json(&item)?;
-        writer.put_document(&format!("{dir}/{}.json", item.id), &json)?;
-        writer.put(&format!("{dir}/{}.html", item.id), html.as_bytes())?;
-        self.file_item(id_key, spec, extensions, &item, hierarchy);
+        writer.put_hashed_document(&format!("{}/{}.json", item.dir, item.facts.id), &item.json, item.json_sha)?;
+        writer.put_hashed(&format!("{}/{}.html", item.dir, item.facts.id), item.html.as_bytes(), item.html_sha)?;
+        self.file_item(id_key, spec, extensions, &item.facts, item.hierarchy);
         Ok(true)
     }
 
-    /// Files an item already written at its place by an earlier run (the
-    /// publish receiver: an unchanged item keeps its JSON and page bytes,
-    /// which this run would render identically). `item` is as read back.
-    #[allow(clippy::too_many_arguments)]
-    pub fn add_written_item(&mut self, writer: &mut SiteWriter, spec: &CollectionSpec, extensions: &[String], item: &Item, hierarchy: Vec<String>, json: &[u8], html: &[u8]) -> Result<bool> {
-        let id_key = u128::from_le_bytes(Sha256::digest(item.id.as_bytes())[..16].try_into().expect("16 bytes"));
+    /// Files an item that an earlier run wrote at its place (the publish
+    /// receiver: an unchanged item keeps its JSON and page bytes, which this
+    /// run would render identically; the caller carries them over). Returns
+    /// false, filing nothing, for an id already filed: then the caller carries nothing.
+    pub fn file_written_item(&mut self, spec: &CollectionSpec, extensions: &[String], facts: &ItemFacts, hierarchy: Vec<String>) -> bool {
+        let id_key = id_key(&facts.id);
         if self.ids.contains(&id_key) {
-            return Ok(false);
+            return false;
         }
-        let dir = std::iter::once(spec.id.as_str()).chain(hierarchy.iter().map(String::as_str)).collect::<Vec<_>>().join("/");
-        writer.put_document(&format!("{dir}/{}.json", item.id), json)?;
-        writer.put(&format!("{dir}/{}.html", item.id), html)?;
-        self.file_item(id_key, spec, extensions, item, hierarchy);
-        Ok(true)
+        self.file_item(id_key, spec, extensions, facts, hierarchy);
+        true
     }
 
     /// Keeps what the catalogue pages need of a written item.
-    fn file_item(&mut self, id_key: u128, spec: &CollectionSpec, extensions: &[String], item: &Item, hierarchy: Vec<String>) {
+    fn file_item(&mut self, id_key: u128, spec: &CollectionSpec, extensions: &[String], facts: &ItemFacts, hierarchy: Vec<String>) {
         self.ids.insert(id_key);
         let state = self.collections.entry(spec.id.clone()).or_insert_with(|| CollectionState {
             spec: spec.clone(),
@@ -140,14 +130,14 @@ impl<'a> CatalogueWriter<'a> {
             end: None,
             summaries: BTreeMap::new(),
         });
-        state.absorb(item);
+        state.absorb(facts);
         let mut node = &mut state.tree;
         node.count += 1;
         for level in hierarchy {
             node = node.children.entry(level).or_default();
             node.count += 1;
         }
-        node.items.insert(item.id.clone(), ItemRow::of(item));
+        node.items.insert(facts.id.clone(), facts.row.clone());
         self.stats.items += 1;
     }
 
@@ -224,9 +214,111 @@ impl<'a> CatalogueWriter<'a> {
     }
 }
 
+/// Renders items' documents and pages (the part of writing an item that
+/// needs no writer: it runs on several threads, the writes stay in order).
+#[derive(Clone)]
+pub struct ItemPreparer<'a> {
+    pages: &'a HtmlPages,
+    site_name: String,
+    site_url: Option<String>,
+}
+
+/// An item ready to write: its JSON and page with their digests, and what the catalogue files of it.
+pub struct PreparedItem {
+    dir: String,
+    hierarchy: Vec<String>,
+    json: Vec<u8>,
+    json_sha: [u8; 32],
+    html: String,
+    html_sha: [u8; 32],
+    pub facts: ItemFacts,
+}
+
+impl PreparedItem {
+    /// The SHA-256 of the item's JSON as written.
+    pub fn json_sha(&self) -> [u8; 32] {
+        self.json_sha
+    }
+}
+
+impl ItemPreparer<'_> {
+    /// Links the item into its place, renders its JSON and page, and hashes both.
+    pub fn prepare(&self, spec: &CollectionSpec, dataset: DatasetItem) -> Result<PreparedItem> {
+        let DatasetItem { mut item, hierarchy, .. } = dataset;
+        let up = "../".repeat(hierarchy.len() + 1);
+        let dir = std::iter::once(spec.id.as_str()).chain(hierarchy.iter().map(String::as_str)).collect::<Vec<_>>().join("/");
+        let (parent_json, parent_page) = if hierarchy.is_empty() { ("collection.json", "collection.html") } else { ("catalog.json", "catalog.html") };
+        item.links.splice(
+            0..0,
+            [
+                Link::root(format!("{up}catalog.json")).json(),
+                Link::parent(format!("./{parent_json}")).json(),
+                Link::collection(format!("{}collection.json", "../".repeat(hierarchy.len()))).json(),
+                html_link(format!("./{}.html", item.id)),
+            ],
+        );
+        let mut crumbs = breadcrumbs(&spec.id, &hierarchy);
+        crumbs.push(json!({"title": hierarchy.last().cloned().unwrap_or_else(|| spec.id.clone()), "href": format!("./{parent_page}")}));
+        // `site`: the item page says when a dataset is held elsewhere (federation).
+        // Kerchunk: the sidecar's URL and how to open it (sidecars.rs).
+        let kerchunk = crate::sidecars::page_snippet(&serde_json::to_value(&item.assets)?, &format!("{dir}/{}.json", item.id), self.site_url.as_deref());
+        let page = json!({"kind": "item", "stac": item, "breadcrumbs": crumbs, "json_href": format!("./{}.json", item.id), "site": self.site_name, "kerchunk": kerchunk, "file_count": data_files(&item)});
+        // Render both before writing either, so a failure leaves no orphan behind.
+        let html = self.pages.render(PageKind::Item, &page)?;
+        let json = to_json(&item)?;
+        let json_sha = Sha256::digest(&json).into();
+        let html_sha = Sha256::digest(html.as_bytes()).into();
+        Ok(PreparedItem { dir, hierarchy, json, json_sha, html, html_sha, facts: ItemFacts::of(&item, spec) })
+    }
+}
+
+/// What the catalogue keeps of an item: its row in a listing page, and what
+/// its collection's extent and summaries take from it (for `spec`'s collection).
+#[derive(Debug, Clone)]
+pub struct ItemFacts {
+    pub id: String,
+    bbox: Option<[f64; 4]>,
+    time_invariant: bool,
+    start: Option<DateTime<Utc>>,
+    end: Option<DateTime<Utc>>,
+    /// Per summary of the collection spec (in its order): the item's values, if it has the property.
+    summaries: Vec<Option<Vec<Value>>>,
+    row: ItemRow,
+}
+
+impl ItemFacts {
+    pub fn of(item: &Item, spec: &CollectionSpec) -> ItemFacts {
+        let p = &item.properties;
+        ItemFacts {
+            id: item.id.clone(),
+            bbox: match item.bbox {
+                Some(Bbox::TwoDimensional(b)) => Some(b),
+                _ => None,
+            },
+            time_invariant: p.additional_fields.get("fedstac:time_invariant") == Some(&Value::Bool(true)),
+            start: p.start_datetime,
+            end: p.end_datetime,
+            summaries: spec
+                .summaries
+                .iter()
+                .map(|key| match p.additional_fields.get(key) {
+                    Some(Value::Array(a)) => Some(a.clone()),
+                    Some(v) => Some(vec![v.clone()]),
+                    None => None,
+                })
+                .collect(),
+            row: ItemRow::of(item),
+        }
+    }
+}
+
+fn id_key(id: &str) -> u128 {
+    u128::from_le_bytes(Sha256::digest(id.as_bytes())[..16].try_into().expect("16 bytes"))
+}
+
 impl CollectionState {
-    fn absorb(&mut self, item: &Item) {
-        if let Some(Bbox::TwoDimensional(b)) = item.bbox {
+    fn absorb(&mut self, item: &ItemFacts) {
+        if let Some(b) = item.bbox {
             // An antimeridian-crossing box widens the collection to all longitudes.
             let (w, e) = if b[0] > b[2] { (-180.0, 180.0) } else { (b[0], b[2]) };
             self.bbox = Some(match self.bbox {
@@ -235,26 +327,21 @@ impl CollectionState {
             });
         }
         // Time-invariant datasets (fx) span all time by convention; they say nothing about the collection's period.
-        let p = &item.properties;
-        if p.additional_fields.get("fedstac:time_invariant") != Some(&Value::Bool(true)) {
-            if let Some(s) = p.start_datetime {
+        if !item.time_invariant {
+            if let Some(s) = item.start {
                 self.start = Some(self.start.map_or(s, |a| a.min(s)));
             }
-            if let Some(e) = p.end_datetime {
+            if let Some(e) = item.end {
                 self.end = Some(self.end.map_or(e, |a| a.max(e)));
             }
         }
-        for key in &self.spec.summaries {
-            let values = match p.additional_fields.get(key) {
-                Some(Value::Array(a)) => a.clone(),
-                Some(v) => vec![v.clone()],
-                None => continue,
-            };
+        for (key, values) in self.spec.summaries.iter().zip(&item.summaries) {
+            let Some(values) = values else { continue };
             let slot = self.summaries.entry(key.clone()).or_insert_with(|| Some(BTreeMap::new()));
             let Some(counts) = slot else { continue };
             for v in values {
                 let label = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
-                counts.entry(label).or_insert((v, 0)).1 += 1;
+                counts.entry(label).or_insert_with(|| (v.clone(), 0)).1 += 1;
             }
             if counts.len() > MAX_SUMMARY_VALUES {
                 tracing::info!("{key} has over {MAX_SUMMARY_VALUES} values: left out of the {} collection summaries", self.spec.id);
@@ -311,6 +398,7 @@ fn breadcrumbs(collection_id: &str, levels: &[String]) -> Vec<Value> {
 }
 
 /// What a listing page shows of an item: kept per item until the end of the build.
+#[derive(Debug, Clone)]
 struct ItemRow {
     title: Option<String>,
     start: Option<DateTime<Utc>>,

@@ -9,6 +9,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Component, Path, PathBuf};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -56,10 +59,91 @@ pub struct SiteWriter {
     /// How many of `previous` were written again (the rest are removed).
     previous_seen: usize,
     manifest: BufWriter<std::fs::File>,
-    bundle: flate2::write::GzEncoder<BufWriter<std::fs::File>>,
+    /// The bundle is compressed on its own thread (it also reads carried documents' bytes).
+    bundle: Option<SyncSender<Vec<Record>>>,
+    /// Records not yet handed to the bundle's thread (sent in batches: one wake-up each).
+    records: Vec<Record>,
+    bundler: Option<JoinHandle<Result<Digest256>>>,
+    /// Directories created in the staging tree so far.
+    dirs: HashSet<PathBuf>,
     stats: WriteStats,
     committed: bool,
+    /// Remove the old tree on a background thread after the swap (a long-running receiver).
+    background_cleanup: bool,
 }
+
+const RECORD_BATCH: usize = 128;
+
+/// A file's SHA-256 and size.
+type Digest256 = ([u8; 32], u64);
+
+/// One record of the bundle, in write order: its bytes, or a file holding them.
+enum Record {
+    Bytes { header: Header, bytes: Vec<u8> },
+    File { header: Header, path: PathBuf, size: u64 },
+}
+
+/// A record's header: `<site path>\t<sha256 hex>\t<byte length>\n`.
+struct Header {
+    rel_path: String,
+    sha: [u8; 32],
+    size: u64,
+}
+
+/// A writer that hashes and counts what passes through it.
+struct Hashing<W: Write> {
+    inner: W,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes the bundle's records as they come; returns its SHA-256 and size.
+fn run_bundler(file: std::fs::File, rx: std::sync::mpsc::Receiver<Vec<Record>>) -> Result<Digest256> {
+    // Level 1: JSON still shrinks ~8×, and the build barely notices. The gzip
+    // header carries no timestamp, so the bundle is deterministic.
+    let mut gz = flate2::write::GzEncoder::new(Hashing { inner: BufWriter::with_capacity(1 << 16, file), hasher: Sha256::new(), size: 0 }, flate2::Compression::fast());
+    let mut buf = Vec::new();
+    for record in rx.into_iter().flatten() {
+        let (header, bytes) = match record {
+            Record::Bytes { header, bytes } => {
+                buf = bytes;
+                (header, &buf)
+            }
+            Record::File { header, path, size } => {
+                buf.clear();
+                let mut f = std::fs::File::open(&path).with_context(|| format!("reading {} for the bundle", path.display()))?;
+                std::io::Read::read_to_end(&mut f, &mut buf).with_context(|| format!("reading {} for the bundle", path.display()))?;
+                if buf.len() as u64 != size {
+                    bail!("{} is not the size the manifest says ({} bytes, not {size})", path.display(), buf.len());
+                }
+                (header, &buf)
+            }
+        };
+        // Written piece by piece as it always was: deflate's output depends on how its input is split.
+        writeln!(gz, "{}\t{}\t{}", header.rel_path, hex::encode(header.sha), header.size).context("writing the bundle")?;
+        gz.write_all(bytes).context("writing the bundle")?;
+        gz.write_all(b"\n").context("writing the bundle")?;
+    }
+    let mut out = gz.finish().context("writing the bundle")?;
+    out.flush().context("writing the bundle")?;
+    Ok((out.hasher.finalize().into(), out.size))
+}
+
+/// Old trees being removed in the background (their paths), so that a new
+/// writer only clears leftovers no thread is working on.
+static CLEANUPS: Mutex<Vec<(PathBuf, JoinHandle<()>)>> = Mutex::new(Vec::new());
 
 impl Drop for SiteWriter {
     /// An abandoned build removes its staging tree (the live one was never touched).
@@ -80,15 +164,15 @@ impl SiteWriter {
         if staging.exists() {
             std::fs::remove_dir_all(&staging).with_context(|| format!("removing stale {}", staging.display()))?;
         }
+        clear_old_trees(parent, &name.to_string_lossy());
         std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
         let previous = read_manifest(&live.join(MANIFEST));
         let file = std::fs::File::create(staging.join(MANIFEST)).context("creating manifest")?;
         let mut manifest = BufWriter::new(file);
         write!(manifest, "{{\"generator\": \"fedstac {}\", \"files\": {{", env!("CARGO_PKG_VERSION"))?;
         let file = std::fs::File::create(staging.join(BUNDLE)).context("creating the bundle")?;
-        // Level 1: JSON still shrinks ~8×, and the build barely notices. The gzip
-        // header carries no timestamp, so the bundle is deterministic.
-        let bundle = flate2::write::GzEncoder::new(BufWriter::new(file), flate2::Compression::fast());
+        let (tx, rx) = sync_channel(64);
+        let bundler = std::thread::Builder::new().name("bundle".into()).spawn(move || run_bundler(file, rx)).context("starting the bundle writer")?;
         Ok(SiteWriter {
             live: live.to_path_buf(),
             staging,
@@ -96,37 +180,126 @@ impl SiteWriter {
             written: HashSet::new(),
             previous_seen: 0,
             manifest,
-            bundle,
+            bundle: Some(tx),
+            records: Vec::with_capacity(RECORD_BATCH),
+            bundler: Some(bundler),
+            dirs: HashSet::new(),
             stats: WriteStats::default(),
             committed: false,
+            background_cleanup: false,
         })
+    }
+
+    /// After the swap, the old tree is removed on a background thread (for a
+    /// long-running process: the receiver); a later writer for the same site
+    /// clears what a process that ended first left behind.
+    pub fn remove_old_tree_in_background(&mut self) {
+        self.background_cleanup = true;
     }
 
     /// Adds a STAC document (catalogue, collection or item): a file, and a record in the bundle.
     pub fn put_document(&mut self, rel_path: &str, bytes: &[u8]) -> Result<()> {
-        let sha = self.put_file(rel_path, bytes, true)?;
-        write!(self.bundle, "{rel_path}\t{}\t{}\n", hex::encode(sha), bytes.len()).context("writing the bundle")?;
-        self.bundle.write_all(bytes).context("writing the bundle")?;
-        self.bundle.write_all(b"\n").context("writing the bundle")?;
-        Ok(())
+        let sha: [u8; 32] = Sha256::digest(bytes).into();
+        self.put_hashed_document(rel_path, bytes, sha)
+    }
+
+    /// [`Self::put_document`] for bytes whose SHA-256 is known.
+    pub fn put_hashed_document(&mut self, rel_path: &str, bytes: &[u8], sha: [u8; 32]) -> Result<()> {
+        self.put_file(rel_path, bytes, sha, true)?;
+        self.send(Record::Bytes { header: record_header(rel_path, &sha, bytes.len() as u64), bytes: bytes.to_vec() })
     }
 
     /// Adds one file at a site-relative path (`/`-separated, no `..`); returns its SHA-256.
     pub fn put(&mut self, rel_path: &str, bytes: &[u8]) -> Result<[u8; 32]> {
-        self.put_file(rel_path, bytes, false)
+        let sha: [u8; 32] = Sha256::digest(bytes).into();
+        self.put_file(rel_path, bytes, sha, false)?;
+        Ok(sha)
     }
 
-    fn put_file(&mut self, rel_path: &str, bytes: &[u8], stac: bool) -> Result<[u8; 32]> {
+    /// [`Self::put`] for bytes whose SHA-256 is known.
+    pub fn put_hashed(&mut self, rel_path: &str, bytes: &[u8], sha: [u8; 32]) -> Result<()> {
+        self.put_file(rel_path, bytes, sha, false)
+    }
+
+    /// Keeps a file of the live tree as it is, known by its live manifest
+    /// entry (`sha256`, `size`): hard-linked without reading or hashing it (a
+    /// document's bytes are read for the bundle on the bundle's thread). Only
+    /// for files this writer's live tree holds with that digest; one that is
+    /// not there is read and written like [`Self::put`].
+    pub fn carry(&mut self, rel_path: &str, sha: [u8; 32], size: u64, stac: bool) -> Result<()> {
+        let rel = safe_relative(rel_path)?;
+        let key = path_key(rel_path);
+        let before = self.previous.get(&key).copied();
+        let source = self.live.join(&rel);
+        let target = self.staging.join(&rel);
+        if before == Some((sha, size)) && !self.written.contains(&key) {
+            self.make_parent(&target)?;
+            if std::fs::hard_link(&source, &target).is_ok() {
+                self.written.insert(key);
+                self.previous_seen += 1;
+                self.stats.unchanged += 1;
+                self.manifest_line(rel_path, &sha, size, stac)?;
+                if stac {
+                    self.send(Record::File { header: record_header(rel_path, &sha, size), path: source, size })?;
+                }
+                return Ok(());
+            }
+        }
+        let bytes = std::fs::read(&source).with_context(|| format!("reading {}", source.display()))?;
+        if stac {
+            self.put_document(rel_path, &bytes)
+        } else {
+            self.put(rel_path, &bytes).map(|_| ())
+        }
+    }
+
+    fn send(&mut self, record: Record) -> Result<()> {
+        self.records.push(record);
+        if self.records.len() < RECORD_BATCH {
+            return Ok(());
+        }
+        self.flush_records()
+    }
+
+    fn flush_records(&mut self) -> Result<()> {
+        let batch = std::mem::replace(&mut self.records, Vec::with_capacity(RECORD_BATCH));
+        let sent = self.bundle.as_ref().is_some_and(|tx| tx.send(batch).is_ok());
+        if !sent {
+            // The bundle thread stopped: its error says why.
+            self.bundle = None;
+            return match self.bundler.take().map(|h| h.join()) {
+                Some(Ok(Err(e))) => Err(e),
+                _ => bail!("the bundle writer stopped"),
+            };
+        }
+        Ok(())
+    }
+
+    fn make_parent(&mut self, target: &Path) -> Result<()> {
+        if let Some(dir) = target.parent() {
+            if !self.dirs.contains(dir) {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                self.dirs.insert(dir.to_path_buf());
+            }
+        }
+        Ok(())
+    }
+
+    fn manifest_line(&mut self, rel_path: &str, sha: &[u8; 32], size: u64, stac: bool) -> Result<()> {
+        let sep = if self.written.len() == 1 { "" } else { "," };
+        let entry = serde_json::to_string(&ManifestEntry { sha256: hex::encode(sha), size, stac })?;
+        write!(self.manifest, "{sep}\n{}: {entry}", serde_json::to_string(rel_path)?)?;
+        Ok(())
+    }
+
+    fn put_file(&mut self, rel_path: &str, bytes: &[u8], sha: [u8; 32], stac: bool) -> Result<()> {
         let rel = safe_relative(rel_path)?;
         let key = path_key(rel_path);
         if !self.written.insert(key) {
             bail!("two outputs want the same path {rel_path}");
         }
-        let sha: [u8; 32] = Sha256::digest(bytes).into();
         let target = self.staging.join(&rel);
-        if let Some(dir) = target.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
+        self.make_parent(&target)?;
         let before = self.previous.get(&key);
         self.previous_seen += before.is_some() as usize;
         let reused = before == Some(&(sha, bytes.len() as u64)) && std::fs::hard_link(self.live.join(&rel), &target).is_ok();
@@ -137,20 +310,20 @@ impl SiteWriter {
             f.write_all(bytes).with_context(|| format!("writing {}", target.display()))?;
             self.stats.written += 1;
         }
-        let sep = if self.written.len() == 1 { "" } else { "," };
-        let entry = serde_json::to_string(&ManifestEntry { sha256: hex::encode(sha), size: bytes.len() as u64, stac })?;
-        write!(self.manifest, "{sep}\n{}: {entry}", serde_json::to_string(rel_path)?)?;
-        Ok(sha)
+        self.manifest_line(rel_path, &sha, bytes.len() as u64, stac)
     }
 
     /// Finishes the manifest, syncs, and swaps the new tree in.
     pub fn commit(mut self) -> Result<WriteStats> {
         self.committed = true;
         // The bundle is listed last; unchanged, it keeps the live copy (and its ETag).
-        self.bundle.try_finish().context("writing the bundle")?;
-        self.bundle.get_mut().flush().context("writing the bundle")?;
+        self.flush_records()?;
+        self.bundle = None;
+        let (sha, size) = match self.bundler.take().map(|h| h.join()) {
+            Some(Ok(r)) => r?,
+            _ => bail!("the bundle writer failed"),
+        };
         let (staged, live) = (self.staging.join(BUNDLE), self.live.join(BUNDLE));
-        let (sha, size) = file_digest(&staged)?;
         let reused = self.previous.get(&path_key(BUNDLE)) == Some(&(sha, size)) && same_bytes(&staged, &live);
         if reused {
             std::fs::remove_file(&staged).context("replacing the bundle")?;
@@ -175,7 +348,11 @@ impl SiteWriter {
         if self.live.exists() {
             nix::fcntl::renameat2(nix::fcntl::AT_FDCWD, &self.staging, nix::fcntl::AT_FDCWD, &self.live, nix::fcntl::RenameFlags::RENAME_EXCHANGE)
                 .with_context(|| format!("swapping {} into place", self.live.display()))?;
-            std::fs::remove_dir_all(&self.staging).with_context(|| format!("removing old tree {}", self.staging.display()))?;
+            if self.background_cleanup {
+                self.remove_in_background()?;
+            } else {
+                std::fs::remove_dir_all(&self.staging).with_context(|| format!("removing old tree {}", self.staging.display()))?;
+            }
         } else {
             std::fs::rename(&self.staging, &self.live).with_context(|| format!("moving {} into place", self.live.display()))?;
         }
@@ -183,12 +360,52 @@ impl SiteWriter {
     }
 }
 
-/// SHA-256 and size of a file, read in a stream.
-fn file_digest(path: &Path) -> Result<([u8; 32], u64)> {
-    let mut file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let size = std::io::copy(&mut file, &mut hasher).with_context(|| format!("reading {}", path.display()))?;
-    Ok((hasher.finalize().into(), size))
+impl SiteWriter {
+    /// Moves the old tree (now at the staging path) aside under a name of its
+    /// own and removes it on a thread, so the answer does not wait for it.
+    fn remove_in_background(&self) -> Result<()> {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name = self.live.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let old = self.staging.with_file_name(format!(".{name}.old-{}-{n}", std::process::id()));
+        std::fs::rename(&self.staging, &old).with_context(|| format!("moving old tree {} aside", self.staging.display()))?;
+        let mut cleanups = CLEANUPS.lock().unwrap_or_else(|e| e.into_inner());
+        // At most a couple in flight: an older one is waited for (disk space).
+        while cleanups.len() >= 2 {
+            let (_, h) = cleanups.remove(0);
+            let _ = h.join();
+        }
+        let path = old.clone();
+        let handle = std::thread::Builder::new()
+            .name("old-tree".into())
+            .spawn(move || {
+                if let Err(e) = std::fs::remove_dir_all(&path) {
+                    tracing::warn!("removing old tree {}: {e}", path.display());
+                }
+            })
+            .context("starting the old tree's removal")?;
+        cleanups.push((old, handle));
+        Ok(())
+    }
+}
+
+/// Removes old trees of the site at `parent/name` that a process (this one
+/// or one that ended) moved aside and no thread of this process is removing.
+fn clear_old_trees(parent: &Path, name: &str) {
+    let prefix = format!(".{name}.old-");
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    let mut cleanups = CLEANUPS.lock().unwrap_or_else(|e| e.into_inner());
+    cleanups.retain(|(_, h)| !h.is_finished());
+    for e in entries.flatten() {
+        let path = e.path();
+        if e.file_name().to_string_lossy().starts_with(&prefix) && !cleanups.iter().any(|(p, _)| *p == path) {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
+fn record_header(rel_path: &str, sha: &[u8; 32], size: u64) -> Header {
+    Header { rel_path: rel_path.to_string(), sha: *sha, size }
 }
 
 /// Whether two files hold the same bytes (false if either is unreadable).

@@ -42,6 +42,11 @@ impl SearchIndex {
         item_input(&dataset.item, &href.join("/"), &self.keys)
     }
 
+    /// The facet properties the index keeps (for [`item_input`] on other threads).
+    pub fn facet_keys(&self) -> &[String] {
+        &self.keys
+    }
+
     /// Adds an item the catalogue wrote (doc numbers follow the calls).
     pub fn add(&mut self, writer: &mut SiteWriter, input: ItemInput) -> Result<()> {
         self.writer.add(input, &mut SiteSink(writer)).map_err(|e| anyhow!("search index: {e}"))

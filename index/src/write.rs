@@ -208,7 +208,7 @@ impl IndexWriter {
             numbers.sort_unstable();
             numbers.dedup();
             for &v in &numbers {
-                f.postings[v as usize].try_push(doc).ok();
+                f.postings[v as usize].insert(doc);
             }
             let code = if numbers.is_empty() {
                 0
@@ -232,21 +232,21 @@ impl IndexWriter {
         for w in words {
             match self.tokens.get_mut(&w) {
                 Some(b) => {
-                    b.try_push(doc).ok();
+                    b.insert(doc);
                 }
                 None => {
                     self.tokens.insert(w, RoaringBitmap::from_iter([doc]));
                 }
             }
         }
-        self.starts.entry(item.start).or_default().try_push(doc).ok();
-        self.ends.entry(item.end).or_default().try_push(doc).ok();
+        self.starts.entry(item.start).or_default().insert(doc);
+        self.ends.entry(item.end).or_default().insert(doc);
         let key = item.bbox.map(f64::to_bits);
         let slot = *self.box_index.entry(key).or_insert_with(|| {
             self.boxes.push((item.bbox, RoaringBitmap::new()));
             self.boxes.len() - 1
         });
-        self.boxes[slot].1.try_push(doc).ok();
+        self.boxes[slot].1.insert(doc);
         if let Some(fgb) = &mut self.fgb {
             let (start, end) = (crate::query::format_rfc3339(item.start), crate::query::format_rfc3339(item.end));
             fgb.add_feature_geom(Footprint(item.bbox), |f| {

@@ -409,17 +409,22 @@ impl Applier {
             Op::Create { collection, body } => {
                 // A FeatureCollection is a bulk create: all or nothing.
                 let features = match body.get("type").and_then(Value::as_str) {
-                    Some("FeatureCollection") => match body.get("features").and_then(Value::as_array) {
-                        Some(f) => f.clone(),
-                        None => return Err(bad("", "FeatureCollection without features".into())),
+                    Some("FeatureCollection") => match body {
+                        Value::Object(mut m) => match m.remove("features") {
+                            Some(Value::Array(f)) => f,
+                            _ => return Err(bad("", "FeatureCollection without features".into())),
+                        },
+                        _ => unreachable!("an object has a type"),
                     },
                     _ => vec![body],
                 };
                 let bulk = features.len() != 1;
                 let mut first = String::new();
                 let mut last = Value::Null;
-                for (n, f) in features.into_iter().enumerate() {
-                    let (item, id) = self.validate(&collection, f).map_err(|(s, m)| (Answer::error(s, if bulk { format!("feature {n}: {m}") } else { m }), String::new()))?;
+                // Each feature is validated on its own (on every core for a bulk write); the
+                // checks against the site and the grant follow in order, as do the answers.
+                for (n, valid) in self.validate_all(&collection, features).into_iter().enumerate() {
+                    let (item, id) = valid.map_err(|(s, m)| (Answer::error(s, if bulk { format!("feature {n}: {m}") } else { m }), String::new()))?;
                     if n == 0 {
                         first = id.clone();
                     }
@@ -431,7 +436,9 @@ impl Applier {
                     if !grant.admin {
                         set_owner(&mut item, Some(&grant.client));
                     }
-                    last = item.clone();
+                    if !bulk {
+                        last = item.clone();
+                    }
                     keep(&id, None, Some(&item));
                     local.insert(id, Change::Put(item));
                 }
@@ -497,6 +504,32 @@ impl Applier {
             return Err((StatusCode::NOT_FOUND, format!("item {id} belongs to collection {c}, not {collection}")));
         }
         Ok(())
+    }
+
+    /// [`Self::validate`] for each of `features`, in order; a bulk write's on every core.
+    #[allow(clippy::type_complexity)]
+    fn validate_all(&self, collection: &str, mut features: Vec<Value>) -> Vec<Result<(Value, String), (StatusCode, String)>> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+        if threads == 1 || features.len() < 64 {
+            return features.into_iter().map(|f| self.validate(collection, f)).collect();
+        }
+        let per = features.len().div_ceil(threads);
+        let mut chunks = Vec::new();
+        while features.len() > per {
+            let rest = features.split_off(per);
+            chunks.push(std::mem::replace(&mut features, rest));
+        }
+        chunks.push(features);
+        std::thread::scope(|scope| {
+            let mut chunks = chunks.into_iter();
+            let mine = chunks.next().unwrap_or_default();
+            let handles: Vec<_> = chunks.map(|chunk| scope.spawn(move || chunk.into_iter().map(|f| self.validate(collection, f)).collect::<Vec<_>>())).collect();
+            let mut out: Vec<_> = mine.into_iter().map(|f| self.validate(collection, f)).collect();
+            for h in handles {
+                out.extend(h.join().expect("validation does not panic"));
+            }
+            out
+        })
     }
 
     /// Validates an incoming item (sanitize: STAC structure, safe id, http(s) hrefs) for `collection`.

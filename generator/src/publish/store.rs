@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
@@ -17,7 +17,7 @@ use serde_json::Value;
 use stac::Item;
 
 use super::partner::{self, Effect, Effects};
-use crate::catalogue::CatalogueWriter;
+use crate::catalogue::{CatalogueWriter, ItemFacts, PreparedItem};
 use crate::config::SiteInfo;
 use crate::html::HtmlPages;
 use crate::items::DatasetItem;
@@ -25,6 +25,7 @@ use crate::merge::Placer;
 use crate::output::{safe_relative, ManifestEntry, SiteWriter, BUNDLE, MANIFEST};
 use crate::recipe::Recipe;
 use crate::search_index::SearchIndex;
+use fedstac_index::write::ItemInput;
 
 /// One item's fate in a batch.
 #[derive(Debug, Clone)]
@@ -43,6 +44,31 @@ pub struct ApplyStats {
     pub seconds: f64,
 }
 
+/// What an apply keeps of a STAC document of the site for the next one,
+/// valid while the document has digest `sha`: whether it is an item, and
+/// what the catalogue and search index take of it.
+struct Known {
+    sha: [u8; 32],
+    id: String,
+    feature: bool,
+    /// None for a non-item, or an item that takes the slow path (no recipe for its collection).
+    item: Option<(ItemFacts, ItemInput)>,
+}
+
+/// A new item rendered, waiting for its turn to be written.
+struct Prepared<'r> {
+    recipe: &'r Arc<Recipe>,
+    href: String,
+    item: PreparedItem,
+    indexed: ItemInput,
+}
+
+fn digest(entry: &ManifestEntry) -> Result<[u8; 32]> {
+    let mut sha = [0u8; 32];
+    hex::decode_to_slice(&entry.sha256, &mut sha).with_context(|| format!("manifest digest {:?}", entry.sha256))?;
+    Ok(sha)
+}
+
 #[derive(Deserialize)]
 struct Manifest {
     files: BTreeMap<String, ManifestEntry>,
@@ -53,12 +79,16 @@ pub struct Site {
     info: SiteInfo,
     placer: Placer,
     pages: HtmlPages,
+    facet_keys: Vec<String>,
+    /// The last apply's STAC documents, by site path (the site is written only by this process).
+    known: Mutex<HashMap<String, Arc<Known>>>,
 }
 
 impl Site {
     pub fn open(dir: &Path, info: &SiteInfo, recipes: &[String], templates: Option<&Path>) -> Result<Site> {
         let recipes = recipes.iter().map(|r| Recipe::load(r, Path::new("."), None).map(Arc::new)).collect::<Result<Vec<_>>>()?;
-        Ok(Site { dir: dir.to_path_buf(), info: info.clone(), placer: Placer::new(recipes)?, pages: HtmlPages::new(templates)? })
+        let facet_keys = SearchIndex::new(info)?.facet_keys().to_vec();
+        Ok(Site { dir: dir.to_path_buf(), info: info.clone(), placer: Placer::new(recipes)?, pages: HtmlPages::new(templates)?, facet_keys, known: Mutex::new(HashMap::new()) })
     }
 
     pub fn dir(&self) -> &Path {
@@ -118,12 +148,23 @@ impl Site {
 
     /// Writes the site from `source`'s items with `changes` applied, regenerating
     /// catalogues, pages of changed items and the search index; one atomic swap.
+    ///
+    /// Unchanged items keep their JSON and page: both are hard-linked by the
+    /// digests the manifest lists, unread (the bundle's thread reads the
+    /// JSON), and what the catalogue and index take of an item is kept
+    /// between applies, keyed by its path and digest; an item not kept yet
+    /// is parsed once. New items are rendered on every core.
     fn regenerate(&self, source: &Source, changes: &BTreeMap<String, Change>) -> Result<ApplyStats> {
         let started = std::time::Instant::now();
         let manifest = source.files;
         let mut writer = SiteWriter::begin(&self.dir)?;
+        writer.remove_old_tree_in_background();
         let mut catalogue = CatalogueWriter::new(&self.info, &self.pages);
         let mut search = SearchIndex::new(&self.info)?;
+        // Held for the whole apply; replaced only by a successful one.
+        let mut kept_docs = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let known = &*kept_docs;
+        let mut next: HashMap<String, Arc<Known>> = HashMap::with_capacity(known.len() + changes.len());
         let add = |writer: &mut SiteWriter, catalogue: &mut CatalogueWriter, search: &mut SearchIndex, collection: &str, hierarchy: Vec<String>, value: Value| -> Result<()> {
             let recipe = self.spec(collection).ok_or_else(|| anyhow!("no recipe for collection {collection}"))?;
             let item: Item = serde_json::from_value(value).context("not a STAC item")?;
@@ -145,17 +186,29 @@ impl Site {
                 if rel.strip_suffix(".html").is_some_and(|stem| stac_json.contains(format!("{stem}.json").as_str())) {
                     continue;
                 }
-                let bytes = source.read(rel)?;
-                writer.put(rel, &bytes)?;
+                source.carry(&mut writer, rel, entry)?;
                 continue;
             }
-            let bytes = source.read(rel)?;
-            let mut value: Value = serde_json::from_slice(&bytes).with_context(|| format!("reading {rel}"))?;
-            if value.get("type").and_then(Value::as_str) != Some("Feature") {
+            // What the catalogue and index take of the item: kept from an earlier apply, or parsed now.
+            let sha = digest(entry)?;
+            let kept = known.get(rel).filter(|k| k.sha == sha).cloned();
+            let kept = match kept {
+                Some(k) => k,
+                None => {
+                    // A catalogue or collection (regenerated), or an item this batch replaces: not read.
+                    let stem = rel.rsplit('/').next().and_then(|f| f.strip_suffix(".json")).unwrap_or_default();
+                    if matches!(stem, "catalog" | "collection") || changes.contains_key(stem) {
+                        continue;
+                    }
+                    Arc::new(self.understand(source, rel, sha)?)
+                }
+            };
+            let Known { id, item, feature, .. } = &*kept;
+            if !feature {
+                next.insert(rel.clone(), kept.clone());
                 continue; // catalogues and collections are regenerated
             }
-            let id = value.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
-            if changes.contains_key(&id) {
+            if changes.contains_key(id) {
                 continue;
             }
             let parts: Vec<&str> = rel.split('/').collect();
@@ -165,30 +218,90 @@ impl Site {
             let hierarchy: Vec<String> = parts[1..parts.len() - 1].iter().map(|s| s.to_string()).collect();
             // Unchanged: its JSON and page are kept as they are (rendering is most of an apply's cost).
             let html_rel = format!("{}.html", rel.trim_end_matches(".json"));
-            let html = if manifest.contains_key(&html_rel) { source.read(&html_rel).ok() } else { None };
-            if let (Some(html), Some(recipe)) = (html, self.spec(parts[0])) {
-                let item: Item = serde_json::from_value(value).with_context(|| format!("reading {rel}"))?;
-                let dataset = DatasetItem { item, hierarchy, files: Vec::new() };
-                let indexed = search.input(&dataset, parts[0]);
-                if catalogue.add_written_item(&mut writer, &recipe.file.collection, &recipe.file.extensions, &dataset.item, dataset.hierarchy.clone(), &bytes, &html)? {
-                    search.add(&mut writer, indexed).with_context(|| format!("indexing item {id}"))?;
+            let recipe = self.spec(parts[0]);
+            if let (Some(html_entry), Some(recipe), Some((facts, indexed))) = (manifest.get(&html_rel), recipe, item) {
+                if catalogue.file_written_item(&recipe.file.collection, &recipe.file.extensions, facts, hierarchy) {
+                    source.carry(&mut writer, rel, entry)?;
+                    source.carry(&mut writer, &html_rel, html_entry)?;
+                    search.add(&mut writer, indexed.clone()).with_context(|| format!("indexing item {id}"))?;
                 }
+                next.insert(rel.clone(), kept.clone());
                 continue;
             }
+            let mut value: Value = serde_json::from_slice(&source.read(rel)?).with_context(|| format!("reading {rel}"))?;
             strip_tree_links(&mut value);
             add(&mut writer, &mut catalogue, &mut search, parts[0], hierarchy, value)?;
         }
-        for (id, change) in changes {
-            if let Change::Put(value) = change {
+        // New and changed items: rendered on every core, written in order.
+        let puts: Vec<(&String, &Value)> = changes.iter().filter_map(|(id, c)| if let Change::Put(v) = c { Some((id, v)) } else { None }).collect();
+        let preparer = catalogue.preparer();
+        let keys = search.facet_keys().to_vec();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+        for window in puts.chunks(256 * threads) {
+            let prepare = |&(id, value): &(&String, &Value)| -> Result<Prepared> {
                 let p = self.placer.place(id, None).map_err(|e| anyhow!(e))?;
                 let collection = self.placer.recipe(p.recipe).file.collection.id.clone();
-                add(&mut writer, &mut catalogue, &mut search, &collection, p.hierarchy, value.clone())?;
+                let recipe = self.spec(&collection).ok_or_else(|| anyhow!("no recipe for collection {collection}"))?;
+                let item = Item::deserialize(value).context("not a STAC item")?;
+                let href = std::iter::once(collection.as_str()).chain(p.hierarchy.iter().map(String::as_str)).chain(std::iter::once(format!("{}.json", item.id).as_str())).collect::<Vec<_>>().join("/");
+                let indexed = crate::search_index::item_input(&item, &href, &keys);
+                let dataset = DatasetItem { item, hierarchy: p.hierarchy, files: Vec::new() };
+                let item = preparer.prepare(&recipe.file.collection, dataset).with_context(|| format!("writing item {id}"))?;
+                Ok(Prepared { recipe, href, item, indexed })
+            };
+            let ready: Vec<Result<Prepared>> = if threads == 1 || window.len() < 8 {
+                window.iter().map(prepare).collect()
+            } else {
+                let per = window.len().div_ceil(threads);
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = window.chunks(per).skip(1).map(|chunk| scope.spawn(|| chunk.iter().map(prepare).collect::<Vec<_>>())).collect();
+                    let mut out: Vec<Result<Prepared>> = window[..per].iter().map(prepare).collect();
+                    for h in handles {
+                        out.extend(h.join().unwrap_or_else(|_| vec![Err(anyhow!("an item's rendering panicked"))]));
+                    }
+                    out
+                })
+            };
+            for r in ready {
+                let Prepared { recipe, href, item, indexed } = r?;
+                let id = item.facts.id.clone();
+                let known = Known { sha: item.json_sha(), id: id.clone(), feature: true, item: Some((item.facts.clone(), indexed.clone())) };
+                if catalogue.add_prepared(&mut writer, &recipe.file.collection, &recipe.file.extensions, item)? {
+                    search.add(&mut writer, indexed).with_context(|| format!("indexing item {id}"))?;
+                    next.insert(href, Arc::new(known));
+                }
             }
         }
         let stats = catalogue.finish(&mut writer)?;
         search.finish(&mut writer)?;
         let w = writer.commit()?;
+        // The last apply's map is freed off this thread (100k entries take a while).
+        let old = std::mem::replace(&mut *kept_docs, next);
+        std::thread::spawn(move || drop(old));
         Ok(ApplyStats { items: stats.items, written: w.written, unchanged: w.unchanged, removed: w.removed, seconds: started.elapsed().as_secs_f64() })
+    }
+
+    /// Reads a STAC document of the site once: what the catalogue and index
+    /// take of it if it is an item; `None` for one not to keep (a catalogue).
+    fn understand(&self, source: &Source, rel: &str, sha: [u8; 32]) -> Result<Known> {
+        let bytes = source.read(rel)?;
+        let item: Item = match serde_json::from_slice(&bytes) {
+            Ok(item) => item,
+            Err(e) => {
+                // Not an item (catalogues and collections are regenerated), or a broken one.
+                let value: Value = serde_json::from_slice(&bytes).with_context(|| format!("reading {rel}"))?;
+                if value.get("type").and_then(Value::as_str) != Some("Feature") {
+                    return Ok(Known { sha, id: String::new(), feature: false, item: None });
+                }
+                return Err(e).with_context(|| format!("reading {rel}"));
+            }
+        };
+        let dir = rel.rsplit_once('/').map_or("", |(d, _)| d);
+        let collection = rel.split('/').next().unwrap_or_default();
+        // Outside a collection, or one without a recipe: the slow path says what is wrong.
+        let facts = self.spec(collection).filter(|_| !dir.is_empty()).map(|r| ItemFacts::of(&item, &r.file.collection));
+        let item_facts = facts.map(|f| (f, crate::search_index::item_input(&item, &format!("{dir}/{}.json", item.id), &self.facet_keys)));
+        Ok(Known { sha, id: item.id, feature: true, item: item_facts })
     }
 
     /// Replaces the site with an uploaded one: `files` is the whole new tree
@@ -292,6 +405,21 @@ struct Source<'a> {
 }
 
 impl Source<'_> {
+    /// Keeps a file as the source has it: hard-linked from the live tree by
+    /// its digest when the live tree holds it, else read and written.
+    fn carry(&self, writer: &mut SiteWriter, rel: &str, entry: &ManifestEntry) -> Result<()> {
+        let staged = self.uploaded.is_some_and(|u| u.contains_key(rel));
+        if !staged && self.live.get(rel).is_some_and(|l| l.sha256 == entry.sha256 && l.size == entry.size) {
+            return writer.carry(rel, digest(entry)?, entry.size, entry.stac);
+        }
+        let bytes = self.read(rel)?;
+        if entry.stac {
+            writer.put_document(rel, &bytes)
+        } else {
+            writer.put(rel, &bytes).map(|_| ())
+        }
+    }
+
     fn read(&self, rel: &str) -> Result<Vec<u8>> {
         if let Some(staged) = self.uploaded.and_then(|u| u.get(rel)) {
             return std::fs::read(staged).with_context(|| format!("reading staged {rel}"));
