@@ -117,30 +117,52 @@ impl SiteWriter {
     }
 
     fn put_file(&mut self, rel_path: &str, bytes: &[u8], stac: bool) -> Result<[u8; 32]> {
+        let sha: [u8; 32] = Sha256::digest(bytes).into();
+        self.place(rel_path, sha, bytes.len() as u64, stac, |f| f.write_all(bytes))?;
+        Ok(sha)
+    }
+
+    /// Adds one file too big to hold in memory, read from the start of `file`
+    /// (read twice: once to hash it, once to copy it when it changed).
+    pub fn put_from_file(&mut self, rel_path: &str, file: &mut std::fs::File) -> Result<[u8; 32]> {
+        use std::io::Seek;
+        let mut hasher = Sha256::new();
+        file.rewind().context("reading back a temp file")?;
+        let size = std::io::copy(file, &mut hasher).context("reading back a temp file")?;
+        let sha: [u8; 32] = hasher.finalize().into();
+        self.place(rel_path, sha, size, false, |f| {
+            file.rewind()?;
+            std::io::copy(file, f).map(|_| ())
+        })?;
+        Ok(sha)
+    }
+
+    /// Files `rel_path` in the new tree: hard-linked from the live tree when its
+    /// digest and size are unchanged, else written by `write`; listed in the manifest.
+    fn place(&mut self, rel_path: &str, sha: [u8; 32], size: u64, stac: bool, write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
         let rel = safe_relative(rel_path)?;
         let key = path_key(rel_path);
         if !self.written.insert(key) {
             bail!("two outputs want the same path {rel_path}");
         }
-        let sha: [u8; 32] = Sha256::digest(bytes).into();
         let target = self.staging.join(&rel);
         if let Some(dir) = target.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let before = self.previous.get(&key);
         self.previous_seen += before.is_some() as usize;
-        let reused = before == Some(&(sha, bytes.len() as u64)) && std::fs::hard_link(self.live.join(&rel), &target).is_ok();
+        let reused = before == Some(&(sha, size)) && std::fs::hard_link(self.live.join(&rel), &target).is_ok();
         if reused {
             self.stats.unchanged += 1;
         } else {
             let mut f = std::fs::File::create(&target).with_context(|| format!("writing {}", target.display()))?;
-            f.write_all(bytes).with_context(|| format!("writing {}", target.display()))?;
+            write(&mut f).with_context(|| format!("writing {}", target.display()))?;
             self.stats.written += 1;
         }
         let sep = if self.written.len() == 1 { "" } else { "," };
-        let entry = serde_json::to_string(&ManifestEntry { sha256: hex::encode(sha), size: bytes.len() as u64, stac })?;
+        let entry = serde_json::to_string(&ManifestEntry { sha256: hex::encode(sha), size, stac })?;
         write!(self.manifest, "{sep}\n{}: {entry}", serde_json::to_string(rel_path)?)?;
-        Ok(sha)
+        Ok(())
     }
 
     /// Finishes the manifest, syncs, and swaps the new tree in.

@@ -19,6 +19,14 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// Where index files go (paths relative to the index directory).
 pub trait Sink {
     fn put(&mut self, path: &str, bytes: &[u8]) -> Result<()>;
+
+    /// A file too big to hold in memory (`items.fgb`), read from the start of
+    /// `file`. The default reads it whole and calls [`Sink::put`].
+    fn put_file(&mut self, path: &str, file: &mut std::fs::File) -> Result<()> {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(file, &mut bytes)?;
+        self.put(path, &bytes)
+    }
 }
 
 /// A directory on disk (benchmarks, tests).
@@ -31,6 +39,15 @@ impl Sink for DirSink {
             std::fs::create_dir_all(dir)?;
         }
         std::fs::write(target, bytes)?;
+        Ok(())
+    }
+
+    fn put_file(&mut self, path: &str, file: &mut std::fs::File) -> Result<()> {
+        let target = self.0.join(path);
+        if let Some(dir) = target.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::io::copy(file, &mut std::fs::File::create(target)?)?;
         Ok(())
     }
 }
@@ -462,9 +479,12 @@ impl IndexWriter {
 
         let fgb = match self.fgb.take() {
             Some(w) if n > 0 => {
-                let mut out = Vec::new();
+                // ~470 bytes per item: assembled in a temp file, not in memory.
+                let mut out = std::io::BufWriter::new(tempfile::tempfile()?);
                 w.write(&mut out)?;
-                sink.put("items.fgb", &out)?;
+                let mut file = out.into_inner().map_err(|e| e.into_error())?;
+                std::io::Seek::rewind(&mut file)?;
+                sink.put_file("items.fgb", &mut file)?;
                 Some("items.fgb".to_string())
             }
             _ => None,
