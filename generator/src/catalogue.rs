@@ -67,7 +67,7 @@ pub struct CatalogueWriter<'a> {
     collections: BTreeMap<String, CollectionState>,
     /// Keys of the ids written (128-bit digests: small, and collisions are out of reach).
     ids: HashSet<u128>,
-    /// Item rows keyed by [`row_key`]: node by node in page order, by id within a node.
+    /// Item rows keyed by [`node_key`], 0x00 and the id: node by node in page order, by id within a node.
     rows: Spill,
     stats: CatalogueStats,
 }
