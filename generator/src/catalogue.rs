@@ -8,8 +8,10 @@
 //! <collection>/<level>/…/<id>.json      items
 //! ```
 //! Every JSON document has an HTML page beside it (`.html`), linked both ways.
-//! Items are written as they arrive; only a short summary of each is kept for
-//! the catalogue pages, so memory follows the number of items, not their size.
+//! Items are written as they arrive; the short summary of each that the
+//! catalogue pages list goes to an external sort ([`Spill`]) and comes back,
+//! node by node, when the pages are written at the end: memory follows the
+//! number of catalogue nodes, not of items.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -24,6 +26,7 @@ use crate::html::{HtmlPages, PageKind};
 use crate::items::DatasetItem;
 use crate::output::SiteWriter;
 use crate::recipe::CollectionSpec;
+use crate::spill::{Sorted, Spill};
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CatalogueStats {
@@ -32,11 +35,11 @@ pub struct CatalogueStats {
     pub items: usize,
 }
 
-/// A catalogue node: sub-catalogues by name, and the items filed here.
+/// A catalogue node: sub-catalogues by name, and how many items are filed
+/// here and below (the items' rows wait in the spill).
 #[derive(Default)]
 struct Node {
     children: BTreeMap<String, Node>,
-    items: BTreeMap<String, ItemRow>,
     count: usize,
 }
 
@@ -64,12 +67,14 @@ pub struct CatalogueWriter<'a> {
     collections: BTreeMap<String, CollectionState>,
     /// Keys of the ids written (128-bit digests: small, and collisions are out of reach).
     ids: HashSet<u128>,
+    /// Item rows keyed by [`node_key`], 0x00 and the id: node by node in page order, by id within a node.
+    rows: Spill,
     stats: CatalogueStats,
 }
 
 impl<'a> CatalogueWriter<'a> {
     pub fn new(site: &SiteInfo, pages: &'a HtmlPages) -> CatalogueWriter<'a> {
-        CatalogueWriter { pages, site: site.clone(), collections: BTreeMap::new(), ids: HashSet::new(), stats: CatalogueStats::default() }
+        CatalogueWriter { pages, site: site.clone(), collections: BTreeMap::new(), ids: HashSet::new(), rows: Spill::default(), stats: CatalogueStats::default() }
     }
 
     /// Whether an item with this id was written already (the same dataset under two roots).
@@ -101,7 +106,7 @@ impl<'a> CatalogueWriter<'a> {
         }
         writer.put_hashed_document(&format!("{}/{}.json", item.dir, item.facts.id), &item.json, item.json_sha)?;
         writer.put_hashed(&format!("{}/{}.html", item.dir, item.facts.id), item.html.as_bytes(), item.html_sha)?;
-        self.file_item(id_key, spec, extensions, &item.facts, item.hierarchy);
+        self.file_item(id_key, spec, extensions, &item.facts, item.hierarchy)?;
         Ok(true)
     }
 
@@ -109,17 +114,17 @@ impl<'a> CatalogueWriter<'a> {
     /// receiver: an unchanged item keeps its JSON and page bytes, which this
     /// run would render identically; the caller carries them over). Returns
     /// false, filing nothing, for an id already filed: then the caller carries nothing.
-    pub fn file_written_item(&mut self, spec: &CollectionSpec, extensions: &[String], facts: &ItemFacts, hierarchy: Vec<String>) -> bool {
+    pub fn file_written_item(&mut self, spec: &CollectionSpec, extensions: &[String], facts: &ItemFacts, hierarchy: Vec<String>) -> Result<bool> {
         let id_key = id_key(&facts.id);
         if self.ids.contains(&id_key) {
-            return false;
+            return Ok(false);
         }
-        self.file_item(id_key, spec, extensions, facts, hierarchy);
-        true
+        self.file_item(id_key, spec, extensions, facts, hierarchy)?;
+        Ok(true)
     }
 
     /// Keeps what the catalogue pages need of a written item.
-    fn file_item(&mut self, id_key: u128, spec: &CollectionSpec, extensions: &[String], facts: &ItemFacts, hierarchy: Vec<String>) {
+    fn file_item(&mut self, id_key: u128, spec: &CollectionSpec, extensions: &[String], facts: &ItemFacts, hierarchy: Vec<String>) -> Result<()> {
         self.ids.insert(id_key);
         let state = self.collections.entry(spec.id.clone()).or_insert_with(|| CollectionState {
             spec: spec.clone(),
@@ -133,12 +138,16 @@ impl<'a> CatalogueWriter<'a> {
         state.absorb(facts);
         let mut node = &mut state.tree;
         node.count += 1;
-        for level in hierarchy {
-            node = node.children.entry(level).or_default();
+        for level in &hierarchy {
+            node = node.children.entry(level.clone()).or_default();
             node.count += 1;
         }
-        node.items.insert(facts.id.clone(), facts.row.clone());
+        let mut key = node_key(&spec.id, &hierarchy);
+        key.push(0);
+        key.extend_from_slice(facts.id.as_bytes());
+        self.rows.push(&key, &facts.row.encode())?;
         self.stats.items += 1;
+        Ok(())
     }
 
     /// Writes every collection, sub-catalogue and the root catalogue.
@@ -148,12 +157,18 @@ impl<'a> CatalogueWriter<'a> {
         root.links.push(Link::root("./catalog.json").json());
         root.links.push(html_link("./catalog.html"));
         let mut root_children = Vec::new();
+        // Rows come back in the order write_node visits the nodes (collections
+        // by id, then depth first, children by name), each node's by item id.
+        let mut rows = std::mem::take(&mut self.rows).finish()?.peekable();
         for (id, state) in std::mem::take(&mut self.collections) {
             let (collection, facets) = state.collection();
             root.links.push(Link::child(format!("./{id}/collection.json")).json().title(collection.title.clone()));
             root_children.push(json!({"title": collection.title, "href": format!("./{id}/collection.html"), "count": state.tree.count}));
-            self.write_node(writer, &id, &[], &state.tree, Some((collection, facets)))?;
+            self.write_node(writer, &id, &[], &state.tree, Some((collection, facets)), &mut rows)?;
             self.stats.collections += 1;
+        }
+        if let Some(row) = rows.next() {
+            anyhow::bail!("catalogue row {:?} belongs to no catalogue node", String::from_utf8_lossy(&row?.0));
         }
         let page = json!({"kind": "catalog", "stac": root, "children": root_children, "breadcrumbs": [], "json_href": "./catalog.json"});
         writer.put_document("catalog.json", &to_json(&root)?)?;
@@ -163,7 +178,15 @@ impl<'a> CatalogueWriter<'a> {
     }
 
     /// Writes a collection (`levels` empty) or sub-catalogue, and recurses.
-    fn write_node(&mut self, writer: &mut SiteWriter, collection_id: &str, levels: &[String], node: &Node, collection: Option<(Collection, Value)>) -> Result<()> {
+    fn write_node(
+        &mut self,
+        writer: &mut SiteWriter,
+        collection_id: &str,
+        levels: &[String],
+        node: &Node,
+        collection: Option<(Collection, Value)>,
+        rows_in: &mut std::iter::Peekable<Sorted>,
+    ) -> Result<()> {
         let up = "../".repeat(levels.len() + 1);
         let dir = std::iter::once(collection_id.to_string()).chain(levels.iter().cloned()).collect::<Vec<_>>().join("/");
         let mut links = vec![Link::root(format!("{up}catalog.json")).json()];
@@ -175,7 +198,12 @@ impl<'a> CatalogueWriter<'a> {
             children.push(json!({"title": name, "href": format!("./{name}/catalog.html"), "count": child.count}));
         }
         let mut rows = Vec::new();
-        for (id, row) in &node.items {
+        let mut prefix = node_key(collection_id, levels);
+        prefix.push(0);
+        while let Some(next) = rows_in.next_if(|r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix))) {
+            let (key, value) = next?;
+            let id = String::from_utf8(key[prefix.len()..].to_vec())?;
+            let row = ItemRow::decode(&value)?;
             links.push(Link::item(format!("./{id}.json")).geojson().title(row.title.clone()));
             rows.push(json!({"id": id, "href": format!("./{id}.html"), "start": row.start, "end": row.end, "files": row.files, "latest": row.latest}));
         }
@@ -208,7 +236,7 @@ impl<'a> CatalogueWriter<'a> {
         for (name, child) in &node.children {
             let mut next = levels.to_vec();
             next.push(name.clone());
-            self.write_node(writer, collection_id, &next, child, None)?;
+            self.write_node(writer, collection_id, &next, child, None, rows_in)?;
         }
         Ok(())
     }
@@ -397,7 +425,21 @@ fn breadcrumbs(collection_id: &str, levels: &[String]) -> Vec<Value> {
     crumbs
 }
 
-/// What a listing page shows of an item: kept per item until the end of the build.
+/// The sort key of a catalogue node: its collection and levels, each ended
+/// by 0x01, so that bytewise order is the pages' order (a node before its
+/// children, children by name); an item's row key is this, 0x00 and its id,
+/// so a node's rows come before its children's. (Path components hold no
+/// control characters.)
+fn node_key(collection_id: &str, levels: &[String]) -> Vec<u8> {
+    let mut key = Vec::new();
+    for part in std::iter::once(collection_id).chain(levels.iter().map(String::as_str)) {
+        key.extend_from_slice(part.as_bytes());
+        key.push(1);
+    }
+    key
+}
+
+/// What a listing page shows of an item: spilled per item until the end of the build.
 #[derive(Debug, Clone)]
 struct ItemRow {
     title: Option<String>,
@@ -408,6 +450,59 @@ struct ItemRow {
 }
 
 impl ItemRow {
+    /// A compact binary form for the spill (times exact to the nanosecond).
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(48 + self.title.as_ref().map_or(0, String::len));
+        let time = |out: &mut Vec<u8>, t: &Option<DateTime<Utc>>| match t {
+            Some(t) => {
+                out.push(1);
+                out.extend_from_slice(&t.timestamp().to_le_bytes());
+                out.extend_from_slice(&t.timestamp_subsec_nanos().to_le_bytes());
+            }
+            None => out.push(0),
+        };
+        time(&mut out, &self.start);
+        time(&mut out, &self.end);
+        out.extend_from_slice(&(self.files as u64).to_le_bytes());
+        out.push(match self.latest {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        });
+        if let Some(title) = &self.title {
+            out.push(1);
+            out.extend_from_slice(title.as_bytes());
+        }
+        out
+    }
+
+    fn decode(mut b: &[u8]) -> Result<ItemRow> {
+        fn take<'b>(b: &mut &'b [u8], n: usize) -> Result<&'b [u8]> {
+            anyhow::ensure!(b.len() >= n, "damaged catalogue row");
+            let (head, rest) = b.split_at(n);
+            *b = rest;
+            Ok(head)
+        }
+        let time = |b: &mut &[u8]| -> Result<Option<DateTime<Utc>>> {
+            if take(b, 1)?[0] == 0 {
+                return Ok(None);
+            }
+            let secs = i64::from_le_bytes(take(b, 8)?.try_into()?);
+            let nanos = u32::from_le_bytes(take(b, 4)?.try_into()?);
+            Ok(Some(DateTime::from_timestamp(secs, nanos).ok_or_else(|| anyhow::anyhow!("damaged catalogue row"))?))
+        };
+        let start = time(&mut b)?;
+        let end = time(&mut b)?;
+        let files = u64::from_le_bytes(take(&mut b, 8)?.try_into()?) as usize;
+        let latest = match take(&mut b, 1)?[0] {
+            0 => None,
+            1 => Some(false),
+            _ => Some(true),
+        };
+        let title = if b.is_empty() { None } else { Some(String::from_utf8(b[1..].to_vec())?) };
+        Ok(ItemRow { title, start, end, files, latest })
+    }
+
     fn of(item: &Item) -> ItemRow {
         let p = &item.properties;
         ItemRow {

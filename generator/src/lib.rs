@@ -30,3 +30,4 @@ pub mod sample;
 pub mod scan;
 pub mod search_index;
 pub mod sidecars;
+pub mod spill;

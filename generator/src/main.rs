@@ -16,6 +16,7 @@ use fedstac::sample::{write_sample_archive, SampleSpec};
 
 /// Many small allocations freed on other threads (tokio workers, HTTP buffers,
 /// JSON values): mimalloc handles them far better than glibc's malloc.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

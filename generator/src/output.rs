@@ -6,7 +6,7 @@
 //! `renameat2(RENAME_EXCHANGE)`: readers see the old tree or the new, never a
 //! mix, and a crash before the exchange leaves the last good tree in place.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -53,9 +53,11 @@ pub struct SiteWriter {
     live: PathBuf,
     staging: PathBuf,
     /// The live tree's files: path key → (sha256, size).
-    previous: HashMap<u128, ([u8; 32], u64)>,
-    /// Paths written so far (keys), to refuse two outputs at one path.
-    written: HashSet<u128>,
+    previous: Previous,
+    /// Files written so far. Two outputs at one path are refused by the
+    /// staging tree itself (files are created with `create_new`, links fail
+    /// on an existing name), so nothing per path is kept in memory.
+    written: usize,
     /// How many of `previous` were written again (the rest are removed).
     previous_seen: usize,
     manifest: BufWriter<std::fs::File>,
@@ -64,8 +66,8 @@ pub struct SiteWriter {
     /// Records not yet handed to the bundle's thread (sent in batches: one wake-up each).
     records: Vec<Record>,
     bundler: Option<JoinHandle<Result<Digest256>>>,
-    /// Directories created in the staging tree so far.
-    dirs: HashSet<PathBuf>,
+    /// The directory made last (see `make_parent`).
+    last_dir: Option<PathBuf>,
     stats: WriteStats,
     committed: bool,
     /// Remove the old tree on a background thread after the swap (a long-running receiver).
@@ -177,13 +179,13 @@ impl SiteWriter {
             live: live.to_path_buf(),
             staging,
             previous,
-            written: HashSet::new(),
+            written: 0,
             previous_seen: 0,
             manifest,
             bundle: Some(tx),
             records: Vec::with_capacity(RECORD_BATCH),
             bundler: Some(bundler),
-            dirs: HashSet::new(),
+            last_dir: None,
             stats: WriteStats::default(),
             committed: false,
             background_cleanup: false,
@@ -221,6 +223,21 @@ impl SiteWriter {
         self.put_file(rel_path, bytes, sha, false)
     }
 
+    /// Adds one file too big to hold in memory, read from the start of `file`
+    /// (read twice: once to hash it, once to copy it when it changed).
+    pub fn put_from_file(&mut self, rel_path: &str, file: &mut std::fs::File) -> Result<[u8; 32]> {
+        use std::io::Seek;
+        let mut hasher = Sha256::new();
+        file.rewind().context("reading back a temp file")?;
+        let size = std::io::copy(file, &mut hasher).context("reading back a temp file")?;
+        let sha: [u8; 32] = hasher.finalize().into();
+        self.place(rel_path, sha, size, false, |f| {
+            file.rewind()?;
+            std::io::copy(file, f).map(|_| ())
+        })?;
+        Ok(sha)
+    }
+
     /// Keeps a file of the live tree as it is, known by its live manifest
     /// entry (`sha256`, `size`): hard-linked without reading or hashing it (a
     /// document's bytes are read for the bundle on the bundle's thread). Only
@@ -228,21 +245,23 @@ impl SiteWriter {
     /// not there is read and written like [`Self::put`].
     pub fn carry(&mut self, rel_path: &str, sha: [u8; 32], size: u64, stac: bool) -> Result<()> {
         let rel = safe_relative(rel_path)?;
-        let key = path_key(rel_path);
-        let before = self.previous.get(&key).copied();
+        let before = self.previous.get(path_key(rel_path));
         let source = self.live.join(&rel);
         let target = self.staging.join(&rel);
-        if before == Some((sha, size)) && !self.written.contains(&key) {
+        if before == Some((sha, size)) {
             self.make_parent(&target)?;
-            if std::fs::hard_link(&source, &target).is_ok() {
-                self.written.insert(key);
-                self.previous_seen += 1;
-                self.stats.unchanged += 1;
-                self.manifest_line(rel_path, &sha, size, stac)?;
-                if stac {
-                    self.send(Record::File { header: record_header(rel_path, &sha, size), path: source, size })?;
+            match std::fs::hard_link(&source, &target) {
+                Ok(()) => {
+                    self.previous_seen += 1;
+                    self.stats.unchanged += 1;
+                    self.manifest_line(rel_path, &sha, size, stac)?;
+                    if stac {
+                        self.send(Record::File { header: record_header(rel_path, &sha, size), path: source, size })?;
+                    }
+                    return Ok(());
                 }
-                return Ok(());
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!("two outputs want the same path {rel_path}"),
+                Err(_) => {}
             }
         }
         let bytes = std::fs::read(&source).with_context(|| format!("reading {}", source.display()))?;
@@ -275,42 +294,59 @@ impl SiteWriter {
         Ok(())
     }
 
+    /// Creates the directory of `target` unless it is the last one made
+    /// (files come mostly directory by directory; nothing per directory is kept).
     fn make_parent(&mut self, target: &Path) -> Result<()> {
         if let Some(dir) = target.parent() {
-            if !self.dirs.contains(dir) {
+            if self.last_dir.as_deref() != Some(dir) {
                 std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-                self.dirs.insert(dir.to_path_buf());
+                self.last_dir = Some(dir.to_path_buf());
             }
         }
         Ok(())
     }
 
     fn manifest_line(&mut self, rel_path: &str, sha: &[u8; 32], size: u64, stac: bool) -> Result<()> {
-        let sep = if self.written.len() == 1 { "" } else { "," };
+        self.written += 1;
+        let sep = if self.written == 1 { "" } else { "," };
         let entry = serde_json::to_string(&ManifestEntry { sha256: hex::encode(sha), size, stac })?;
         write!(self.manifest, "{sep}\n{}: {entry}", serde_json::to_string(rel_path)?)?;
         Ok(())
     }
 
     fn put_file(&mut self, rel_path: &str, bytes: &[u8], sha: [u8; 32], stac: bool) -> Result<()> {
+        self.place(rel_path, sha, bytes.len() as u64, stac, |f| f.write_all(bytes))
+    }
+
+    /// Files `rel_path` in the new tree: hard-linked from the live tree when its
+    /// digest and size are unchanged, else written by `write`; listed in the manifest.
+    fn place(&mut self, rel_path: &str, sha: [u8; 32], size: u64, stac: bool, write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
         let rel = safe_relative(rel_path)?;
         let key = path_key(rel_path);
-        if !self.written.insert(key) {
-            bail!("two outputs want the same path {rel_path}");
-        }
         let target = self.staging.join(&rel);
         self.make_parent(&target)?;
-        let before = self.previous.get(&key);
-        self.previous_seen += before.is_some() as usize;
-        let reused = before == Some(&(sha, bytes.len() as u64)) && std::fs::hard_link(self.live.join(&rel), &target).is_ok();
+        let twice = || anyhow::anyhow!("two outputs want the same path {rel_path}");
+        let before = self.previous.get(key);
+        let reused = before == Some((sha, size))
+            && match std::fs::hard_link(self.live.join(&rel), &target) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(twice()),
+                Err(_) => false,
+            };
         if reused {
             self.stats.unchanged += 1;
         } else {
-            let mut f = std::fs::File::create(&target).with_context(|| format!("writing {}", target.display()))?;
-            f.write_all(bytes).with_context(|| format!("writing {}", target.display()))?;
+            let mut f = match std::fs::File::options().write(true).create_new(true).open(&target) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(twice()),
+                Err(e) => return Err(e).with_context(|| format!("writing {}", target.display())),
+            };
+            write(&mut f).with_context(|| format!("writing {}", target.display()))?;
             self.stats.written += 1;
         }
-        self.manifest_line(rel_path, &sha, bytes.len() as u64, stac)
+        // Counted once per path: a second write of a path failed above.
+        self.previous_seen += before.is_some() as usize;
+        self.manifest_line(rel_path, &sha, size, stac)
     }
 
     /// Finishes the manifest, syncs, and swaps the new tree in.
@@ -324,13 +360,13 @@ impl SiteWriter {
             _ => bail!("the bundle writer failed"),
         };
         let (staged, live) = (self.staging.join(BUNDLE), self.live.join(BUNDLE));
-        let reused = self.previous.get(&path_key(BUNDLE)) == Some(&(sha, size)) && same_bytes(&staged, &live);
+        let reused = self.previous.get(path_key(BUNDLE)) == Some((sha, size)) && same_bytes(&staged, &live);
         if reused {
             std::fs::remove_file(&staged).context("replacing the bundle")?;
             std::fs::hard_link(&live, &staged).context("reusing the unchanged bundle")?;
         }
-        self.previous_seen += self.previous.contains_key(&path_key(BUNDLE)) as usize;
-        let sep = if self.written.is_empty() { "" } else { "," };
+        self.previous_seen += self.previous.get(path_key(BUNDLE)).is_some() as usize;
+        let sep = if self.written == 0 { "" } else { "," };
         let entry = serde_json::to_string(&ManifestEntry { sha256: hex::encode(sha), size, stac: false })?;
         write!(self.manifest, "{sep}\n{}: {entry}", serde_json::to_string(BUNDLE)?)?;
         self.stats.removed = self.previous.len() - self.previous_seen;
@@ -436,11 +472,33 @@ fn path_key(rel_path: &str) -> u128 {
     u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"))
 }
 
+/// The live manifest, compact: (path key, sha256, size) sorted by key, 56
+/// bytes a file (a hash map of the same took about twice that).
+#[derive(Default)]
+struct Previous(Vec<([u8; 16], [u8; 32], u64)>);
+
+impl Previous {
+    fn get(&self, key: u128) -> Option<([u8; 32], u64)> {
+        let key = key.to_le_bytes();
+        self.0.binary_search_by(|e| e.0.cmp(&key)).ok().map(|i| (self.0[i].1, self.0[i].2))
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// Reads a manifest line by line into path keys; anything unreadable means
 /// "nothing to reuse", which only costs a full rewrite.
-fn read_manifest(path: &Path) -> HashMap<u128, ([u8; 32], u64)> {
-    let mut out = HashMap::new();
-    let Ok(file) = std::fs::File::open(path) else { return out };
+fn read_manifest(path: &Path) -> Previous {
+    let mut out = Vec::new();
+    let done = |mut out: Vec<([u8; 16], [u8; 32], u64)>| {
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out.dedup_by(|a, b| a.0 == b.0);
+        out.shrink_to_fit();
+        Previous(out)
+    };
+    let Ok(file) = std::fs::File::open(path) else { return done(out) };
     for line in BufReader::new(file).lines().map_while(|l| l.ok()) {
         let line = line.trim().trim_end_matches(',');
         if !line.starts_with('"') {
@@ -450,11 +508,11 @@ fn read_manifest(path: &Path) -> HashMap<u128, ([u8; 32], u64)> {
         for (p, e) in map {
             let mut sha = [0u8; 32];
             if hex::decode_to_slice(&e.sha256, &mut sha).is_ok() {
-                out.insert(path_key(&p), (sha, e.size));
+                out.push((path_key(&p).to_le_bytes(), sha, e.size));
             }
         }
     }
-    out
+    done(out)
 }
 
 /// Refuses absolute paths and any `..`, so nothing is ever written outside the site.
@@ -503,5 +561,25 @@ mod tests {
         assert_eq!(std::fs::metadata(live.join("a.json")).unwrap().modified().unwrap(), mtime);
         assert!(!live.join("d/b.json").exists());
         assert!(!dir.path().join(".site.staging").exists());
+    }
+
+    #[test]
+    fn refuses_two_outputs_at_one_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("site");
+        for reuse in [false, true] {
+            let mut w = SiteWriter::begin(&live).unwrap();
+            w.put("a.json", b"1").unwrap();
+            // the second write of a path fails, whether it would be linked (unchanged) or written
+            let err = w.put("a.json", if reuse { b"1" } else { b"2" }).unwrap_err();
+            assert!(format!("{err:#}").contains("two outputs want the same path a.json"), "{err:#}");
+            assert!(w.put(MANIFEST, b"{}").is_err());
+            let mut big = tempfile::tempfile().unwrap();
+            big.write_all(b"streamed").unwrap();
+            w.put_from_file("d/big.bin", &mut big).unwrap();
+            w.commit().unwrap();
+            assert_eq!(std::fs::read(live.join("a.json")).unwrap(), b"1");
+            assert_eq!(std::fs::read(live.join("d/big.bin")).unwrap(), b"streamed");
+        }
     }
 }

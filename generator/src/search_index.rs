@@ -24,6 +24,10 @@ impl Sink for SiteSink<'_> {
     fn put(&mut self, path: &str, bytes: &[u8]) -> fedstac_index::write::Result<()> {
         self.0.put(&format!("{}/{path}", fedstac_index::DIR), bytes).map(|_| ()).map_err(|e| format!("{e:#}").into())
     }
+
+    fn put_file(&mut self, path: &str, file: &mut std::fs::File) -> fedstac_index::write::Result<()> {
+        self.0.put_from_file(&format!("{}/{path}", fedstac_index::DIR), file).map(|_| ()).map_err(|e| format!("{e:#}").into())
+    }
 }
 
 impl SearchIndex {

@@ -22,7 +22,6 @@
 //! changed files. The combined sidecar is recomputed from the cached parts
 //! (in memory, milliseconds). Output bytes depend only on the inputs.
 
-use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -79,8 +78,9 @@ pub struct Sidecars {
     /// Where the site goes live (absolute, lexically normal): relative URLs start there.
     output: PathBuf,
     cache_dir: PathBuf,
-    /// Cache entries used this build (the rest are removed at the end).
-    used: HashSet<String>,
+    /// Names of the cache entries used this build, through an external sort
+    /// (the rest are removed at the end; nothing per file stays in memory).
+    used: crate::spill::Spill,
     jobs: usize,
     summary: SidecarSummary,
 }
@@ -109,7 +109,7 @@ impl Sidecars {
             modes,
             output: normal_absolute(&config.output)?,
             cache_dir,
-            used: HashSet::new(),
+            used: crate::spill::Spill::default(),
             jobs: jobs.max(1),
             summary: SidecarSummary::default(),
         }))
@@ -203,7 +203,7 @@ impl Sidecars {
         let mut misses = Vec::new();
         for (i, (_, file)) in files.iter().enumerate() {
             let name = cache_name(&file.path);
-            self.used.insert(name.clone());
+            self.used.push(name.as_bytes(), &[])?;
             match self.lookup(&name, file) {
                 Some(hit) => {
                     self.summary.cached += 1;
@@ -280,12 +280,21 @@ impl Sidecars {
     /// After the site is committed: drops cache entries of files no longer
     /// catalogued, and returns the summary.
     pub fn finish(self) -> Result<SidecarSummary> {
+        // Both lists sorted, then walked side by side.
+        let mut present = crate::spill::Spill::default();
         let entries = std::fs::read_dir(&self.cache_dir).with_context(|| format!("listing {}", self.cache_dir.display()))?;
         for entry in entries {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !self.used.contains(&name) {
-                let _ = std::fs::remove_file(entry.path());
+            present.push(std::os::unix::ffi::OsStrExt::as_bytes(entry?.file_name().as_os_str()), &[])?;
+        }
+        let mut used = self.used.finish()?.peekable();
+        for entry in present.finish()? {
+            let (name, _) = entry?;
+            let mut kept = false;
+            while let Some(next) = used.next_if(|u| u.as_ref().map_or(true, |(u, _)| *u <= name)) {
+                kept |= next?.0 == name;
+            }
+            if !kept {
+                let _ = std::fs::remove_file(self.cache_dir.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&name)));
             }
         }
         Ok(self.summary)

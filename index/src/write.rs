@@ -1,8 +1,10 @@
 //! The index writer: fed one item at a time (in doc order), it streams result
 //! shards out as they fill and writes everything else at [`IndexWriter::finish`].
-//! Memory per item: its facet codes (4 bytes per facet) plus its share of the
-//! roaring bitmaps (usually a few bytes: docs of one dataset family are
-//! contiguous, so postings are runs).
+//! Memory per item: its facet codes (bit-packed per block of [`BLOCK`] docs,
+//! as many bits as the block's largest code needs: a few bits per facet)
+//! plus its share of the roaring bitmaps (usually a few bytes: docs of one
+//! dataset family are contiguous, so postings are runs). `items.fgb` is
+//! assembled in a temp file.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,6 +21,14 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// Where index files go (paths relative to the index directory).
 pub trait Sink {
     fn put(&mut self, path: &str, bytes: &[u8]) -> Result<()>;
+
+    /// A file too big to hold in memory (`items.fgb`), read from the start of
+    /// `file`. The default reads it whole and calls [`Sink::put`].
+    fn put_file(&mut self, path: &str, file: &mut std::fs::File) -> Result<()> {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(file, &mut bytes)?;
+        self.put(path, &bytes)
+    }
 }
 
 /// A directory on disk (benchmarks, tests).
@@ -31,6 +41,15 @@ impl Sink for DirSink {
             std::fs::create_dir_all(dir)?;
         }
         std::fs::write(target, bytes)?;
+        Ok(())
+    }
+
+    fn put_file(&mut self, path: &str, file: &mut std::fs::File) -> Result<()> {
+        let target = self.0.join(path);
+        if let Some(dir) = target.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::io::copy(file, &mut std::fs::File::create(target)?)?;
         Ok(())
     }
 }
@@ -98,7 +117,67 @@ struct FacetBuild {
     combos: Vec<Vec<u32>>,
     combo_index: HashMap<Vec<u32>, u32>,
     /// Per doc.
-    codes: Vec<u32>,
+    codes: Codes,
+}
+
+/// One facet's code per doc, bit-packed per block of [`BLOCK`] docs at the
+/// width of the block's largest code (the open block stays unpacked).
+#[derive(Default)]
+struct Codes {
+    /// Full blocks: (bits per code, codes packed little-endian into words).
+    packed: Vec<(u32, Vec<u64>)>,
+    open: Vec<u32>,
+}
+
+impl Codes {
+    fn push(&mut self, code: u32) {
+        if self.open.capacity() == 0 {
+            self.open.reserve_exact(BLOCK as usize);
+        }
+        self.open.push(code);
+        if self.open.len() == BLOCK as usize {
+            let width = 32 - self.open.iter().max().copied().unwrap_or(0).leading_zeros();
+            let mut words = vec![0u64; (self.open.len() * width as usize).div_ceil(64)];
+            if width > 0 {
+                for (i, &c) in self.open.iter().enumerate() {
+                    let (at, off) = ((i * width as usize) / 64, (i * width as usize) % 64);
+                    words[at] |= (c as u64) << off;
+                    if off + width as usize > 64 {
+                        words[at + 1] |= (c as u64) >> (64 - off);
+                    }
+                }
+            }
+            self.packed.push((width, words));
+            self.open.clear();
+        }
+    }
+
+    fn blocks(&self) -> usize {
+        self.packed.len() + !self.open.is_empty() as usize
+    }
+
+    /// The codes of block `b`.
+    fn block(&self, b: usize) -> Vec<u32> {
+        let Some((width, words)) = self.packed.get(b) else { return self.open.clone() };
+        let (width, mask) = (*width as usize, (1u64 << *width) - 1);
+        (0..BLOCK as usize)
+            .map(|i| {
+                if width == 0 {
+                    return 0;
+                }
+                let (at, off) = ((i * width) / 64, (i * width) % 64);
+                let mut v = words[at] >> off;
+                if off + width > 64 {
+                    v |= words[at + 1] << (64 - off);
+                }
+                (v & mask) as u32
+            })
+            .collect()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.blocks()).flat_map(|b| self.block(b))
+    }
 }
 
 pub struct IndexWriter {
@@ -150,7 +229,7 @@ impl IndexWriter {
                 postings: Vec::new(),
                 combos: Vec::new(),
                 combo_index: HashMap::new(),
-                codes: Vec::new(),
+                codes: Codes::default(),
             })
             .collect();
         let fgb = if options.fgb {
@@ -279,7 +358,7 @@ impl IndexWriter {
         let n = self.n;
         let mut metas = Vec::new();
         // Final codes per facet (values renumbered in sorted order).
-        let mut codes: Vec<Vec<u32>> = Vec::new();
+        let mut codes: Vec<Codes> = Vec::new();
         let mut code_values: Vec<Vec<Vec<u32>>> = Vec::new(); // facet → code → value numbers
         for (fi, f) in self.facets.iter_mut().enumerate() {
             let mut order: Vec<u32> = (0..f.values.len() as u32).collect();
@@ -309,10 +388,14 @@ impl IndexWriter {
                     c
                 })
                 .collect();
-            let final_codes: Vec<u32> = if f.multi {
+            let final_codes = if f.multi {
                 std::mem::take(&mut f.codes)
             } else {
-                f.codes.iter().map(|&c| if c == 0 { 0 } else { combos[c as usize - 1][0] + 1 }).collect()
+                let mut out = Codes::default();
+                for c in std::mem::take(&mut f.codes).iter() {
+                    out.push(if c == 0 { 0 } else { combos[c as usize - 1][0] + 1 });
+                }
+                out
             };
             let mut cv = vec![Vec::new()];
             if f.multi {
@@ -345,7 +428,7 @@ impl IndexWriter {
                 let (gc, fc) = (code_values[g].len(), code_values[f].len());
                 let mut pairs: HashMap<(u32, u32), u32> = HashMap::new();
                 let mut dense = if gc * fc <= 1 << 24 { vec![0u32; gc * fc] } else { Vec::new() };
-                for (&a, &b) in codes[g].iter().zip(&codes[f]) {
+                for (a, b) in codes[g].iter().zip(codes[f].iter()) {
                     if a == 0 || b == 0 {
                         continue;
                     }
@@ -381,7 +464,9 @@ impl IndexWriter {
         for b in 0..n.div_ceil(BLOCK) {
             let lo = (b * BLOCK) as usize;
             let hi = (lo + BLOCK as usize).min(n as usize);
-            let cols: Vec<&[u32]> = codes.iter().map(|c| &c[lo..hi]).collect();
+            let cols: Vec<Vec<u32>> = codes.iter().map(|c| c.block(b as usize)).collect();
+            debug_assert!(cols.iter().all(|c| c.len() == hi - lo));
+            let cols: Vec<&[u32]> = cols.iter().map(Vec::as_slice).collect();
             let bytes = codec::encode_block(&cols);
             block_sizes.push(bytes.len() as u32);
             sink.put(&format!("k/{b}.bin"), &bytes)?;
@@ -462,9 +547,12 @@ impl IndexWriter {
 
         let fgb = match self.fgb.take() {
             Some(w) if n > 0 => {
-                let mut out = Vec::new();
+                // ~470 bytes per item: assembled in a temp file, not in memory.
+                let mut out = std::io::BufWriter::new(tempfile::tempfile()?);
                 w.write(&mut out)?;
-                sink.put("items.fgb", &out)?;
+                let mut file = out.into_inner().map_err(|e| e.into_error())?;
+                std::io::Seek::rewind(&mut file)?;
+                sink.put_file("items.fgb", &mut file)?;
                 Some("items.fgb".to_string())
             }
             _ => None,
@@ -513,6 +601,25 @@ mod tests {
             text: vec![if variable == "tas" { "Near-Surface Air Temperature".into() } else { "Precipitation".into() }],
             label: variable.into(),
         }
+    }
+
+    #[test]
+    fn packed_codes_read_back_exactly() {
+        let n = BLOCK as usize * 3 + 123;
+        let code = |i: usize| match i / BLOCK as usize {
+            0 => 0,                           // width 0
+            1 => (i % 5) as u32,              // width 3
+            2 => (i as u32).wrapping_mul(2654435761), // up to 32 bits
+            _ => (i % 70_000) as u32,
+        };
+        let mut c = Codes::default();
+        for i in 0..n {
+            c.push(code(i));
+        }
+        assert_eq!(c.blocks(), 4);
+        assert!(c.iter().eq((0..n).map(code)));
+        assert_eq!(c.block(1).len(), BLOCK as usize);
+        assert_eq!(c.block(3).len(), 123);
     }
 
     #[test]
