@@ -66,6 +66,10 @@ pub struct SiteWriter {
     /// Records not yet handed to the bundle's thread (sent in batches: one wake-up each).
     records: Vec<Record>,
     bundler: Option<JoinHandle<Result<Digest256>>>,
+    /// The bundle written on this thread instead (a build: a second thread
+    /// gains little there, and documents freed on another thread than the one
+    /// that made them stay in the allocator's hands, ~50 MiB at 100k items).
+    inline: Option<Bundler>,
     /// The directory made last (see `make_parent`).
     last_dir: Option<PathBuf>,
     stats: WriteStats,
@@ -111,36 +115,57 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// Writes the bundle's records as they come; returns its SHA-256 and size.
-fn run_bundler(file: std::fs::File, rx: std::sync::mpsc::Receiver<Vec<Record>>) -> Result<Digest256> {
-    // Level 1: JSON still shrinks ~8×, and the build barely notices. The gzip
-    // header carries no timestamp, so the bundle is deterministic.
-    let mut gz = flate2::write::GzEncoder::new(Hashing { inner: BufWriter::with_capacity(1 << 16, file), hasher: Sha256::new(), size: 0 }, flate2::Compression::fast());
-    let mut buf = Vec::new();
-    for record in rx.into_iter().flatten() {
+/// Writes the bundle's records in order; at the end, its SHA-256 and size.
+struct Bundler {
+    gz: flate2::write::GzEncoder<Hashing<BufWriter<std::fs::File>>>,
+    buf: Vec<u8>,
+}
+
+impl Bundler {
+    fn new(file: std::fs::File) -> Bundler {
+        // Level 1: JSON still shrinks ~8×, and the build barely notices. The gzip
+        // header carries no timestamp, so the bundle is deterministic.
+        let gz = flate2::write::GzEncoder::new(Hashing { inner: BufWriter::with_capacity(1 << 16, file), hasher: Sha256::new(), size: 0 }, flate2::Compression::fast());
+        Bundler { gz, buf: Vec::new() }
+    }
+
+    fn write(&mut self, record: Record) -> Result<()> {
         let (header, bytes) = match record {
             Record::Bytes { header, bytes } => {
-                buf = bytes;
-                (header, &buf)
+                self.buf = bytes;
+                (header, &self.buf)
             }
             Record::File { header, path, size } => {
-                buf.clear();
+                self.buf.clear();
                 let mut f = std::fs::File::open(&path).with_context(|| format!("reading {} for the bundle", path.display()))?;
-                std::io::Read::read_to_end(&mut f, &mut buf).with_context(|| format!("reading {} for the bundle", path.display()))?;
-                if buf.len() as u64 != size {
-                    bail!("{} is not the size the manifest says ({} bytes, not {size})", path.display(), buf.len());
+                std::io::Read::read_to_end(&mut f, &mut self.buf).with_context(|| format!("reading {} for the bundle", path.display()))?;
+                if self.buf.len() as u64 != size {
+                    bail!("{} is not the size the manifest says ({} bytes, not {size})", path.display(), self.buf.len());
                 }
-                (header, &buf)
+                (header, &self.buf)
             }
         };
         // Written piece by piece as it always was: deflate's output depends on how its input is split.
-        writeln!(gz, "{}\t{}\t{}", header.rel_path, hex::encode(header.sha), header.size).context("writing the bundle")?;
-        gz.write_all(bytes).context("writing the bundle")?;
-        gz.write_all(b"\n").context("writing the bundle")?;
+        writeln!(self.gz, "{}\t{}\t{}", header.rel_path, hex::encode(header.sha), header.size).context("writing the bundle")?;
+        self.gz.write_all(bytes).context("writing the bundle")?;
+        self.gz.write_all(b"\n").context("writing the bundle")?;
+        Ok(())
     }
-    let mut out = gz.finish().context("writing the bundle")?;
-    out.flush().context("writing the bundle")?;
-    Ok((out.hasher.finalize().into(), out.size))
+
+    fn finish(self) -> Result<Digest256> {
+        let mut out = self.gz.finish().context("writing the bundle")?;
+        out.flush().context("writing the bundle")?;
+        Ok((out.hasher.finalize().into(), out.size))
+    }
+}
+
+/// The bundle's thread: writes the records as they come.
+fn run_bundler(file: std::fs::File, rx: std::sync::mpsc::Receiver<Vec<Record>>) -> Result<Digest256> {
+    let mut bundler = Bundler::new(file);
+    for record in rx.into_iter().flatten() {
+        bundler.write(record)?;
+    }
+    bundler.finish()
 }
 
 /// Old trees being removed in the background (their paths), so that a new
@@ -159,6 +184,20 @@ impl Drop for SiteWriter {
 impl SiteWriter {
     /// Starts a new tree for `live`; leftovers of a crashed build are cleared.
     pub fn begin(live: &Path) -> Result<SiteWriter> {
+        Self::start(live, false)
+    }
+
+    /// [`Self::begin`] for a long-running process (the receiver): the bundle
+    /// is compressed on its own thread, and after the swap the old tree is
+    /// removed on a background thread (a later writer for the same site clears
+    /// what a process that ended first left behind).
+    pub fn begin_concurrent(live: &Path) -> Result<SiteWriter> {
+        let mut writer = Self::start(live, true)?;
+        writer.background_cleanup = true;
+        Ok(writer)
+    }
+
+    fn start(live: &Path, threaded: bool) -> Result<SiteWriter> {
         let name = live.file_name().with_context(|| format!("output {} has no directory name", live.display()))?;
         let parent = live.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
@@ -173,8 +212,14 @@ impl SiteWriter {
         let mut manifest = BufWriter::new(file);
         write!(manifest, "{{\"generator\": \"fedstac {}\", \"files\": {{", env!("CARGO_PKG_VERSION"))?;
         let file = std::fs::File::create(staging.join(BUNDLE)).context("creating the bundle")?;
-        let (tx, rx) = sync_channel(64);
-        let bundler = std::thread::Builder::new().name("bundle".into()).spawn(move || run_bundler(file, rx)).context("starting the bundle writer")?;
+        // A few batches in flight: enough to keep both threads busy, little memory (a batch is ~0.5 MB of documents).
+        let (bundle, bundler, inline) = if threaded {
+            let (tx, rx) = sync_channel(4);
+            let handle = std::thread::Builder::new().name("bundle".into()).spawn(move || run_bundler(file, rx)).context("starting the bundle writer")?;
+            (Some(tx), Some(handle), None)
+        } else {
+            (None, None, Some(Bundler::new(file)))
+        };
         Ok(SiteWriter {
             live: live.to_path_buf(),
             staging,
@@ -182,21 +227,15 @@ impl SiteWriter {
             written: 0,
             previous_seen: 0,
             manifest,
-            bundle: Some(tx),
+            bundle,
             records: Vec::with_capacity(RECORD_BATCH),
-            bundler: Some(bundler),
+            bundler,
+            inline,
             last_dir: None,
             stats: WriteStats::default(),
             committed: false,
             background_cleanup: false,
         })
-    }
-
-    /// After the swap, the old tree is removed on a background thread (for a
-    /// long-running process: the receiver); a later writer for the same site
-    /// clears what a process that ended first left behind.
-    pub fn remove_old_tree_in_background(&mut self) {
-        self.background_cleanup = true;
     }
 
     /// Adds a STAC document (catalogue, collection or item): a file, and a record in the bundle.
@@ -282,6 +321,9 @@ impl SiteWriter {
 
     fn flush_records(&mut self) -> Result<()> {
         let batch = std::mem::replace(&mut self.records, Vec::with_capacity(RECORD_BATCH));
+        if let Some(bundler) = self.inline.as_mut() {
+            return batch.into_iter().try_for_each(|r| bundler.write(r));
+        }
         let sent = self.bundle.as_ref().is_some_and(|tx| tx.send(batch).is_ok());
         if !sent {
             // The bundle thread stopped: its error says why.
@@ -355,8 +397,9 @@ impl SiteWriter {
         // The bundle is listed last; unchanged, it keeps the live copy (and its ETag).
         self.flush_records()?;
         self.bundle = None;
-        let (sha, size) = match self.bundler.take().map(|h| h.join()) {
-            Some(Ok(r)) => r?,
+        let (sha, size) = match (self.inline.take(), self.bundler.take().map(|h| h.join())) {
+            (Some(bundler), _) => bundler.finish()?,
+            (None, Some(Ok(r))) => r?,
             _ => bail!("the bundle writer failed"),
         };
         let (staged, live) = (self.staging.join(BUNDLE), self.live.join(BUNDLE));

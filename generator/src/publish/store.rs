@@ -157,8 +157,7 @@ impl Site {
     fn regenerate(&self, source: &Source, changes: &BTreeMap<String, Change>) -> Result<ApplyStats> {
         let started = std::time::Instant::now();
         let manifest = source.files;
-        let mut writer = SiteWriter::begin(&self.dir)?;
-        writer.remove_old_tree_in_background();
+        let mut writer = SiteWriter::begin_concurrent(&self.dir)?;
         let mut catalogue = CatalogueWriter::new(&self.info, &self.pages);
         let mut search = SearchIndex::new(&self.info)?;
         // Held for the whole apply; replaced only by a successful one.
