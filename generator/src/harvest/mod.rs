@@ -339,10 +339,7 @@ pub async fn harvest(target: &Target, cache: &Path, placer: Arc<Placer>, opts: &
     let mut manifest_state: Option<ManifestState> = None;
     let mut manifest_unchanged = false;
     match fetcher.get(&manifest_url, known_manifest.as_ref().filter(|v| !v.is_empty()), opts.max_manifest_bytes).await {
-        Ok(Fetched::Body { bytes, validators }) => match {
-            tracing::debug!("manifest: {} bytes fetched at {:.2?}", bytes.len(), started.elapsed());
-            parse_manifest(&bytes)
-        } {
+        Ok(Fetched::Body { bytes, validators }) => match parse_manifest(&bytes) {
             Ok(m) => {
                 report.manifest = format!("fetched ({} files listed)", m.files.len());
                 manifest = Some(m);
@@ -691,7 +688,7 @@ async fn take_bundle(
     let download = dir.join(BUNDLE_DOWNLOAD);
     let started = Instant::now();
     let downloaded = match early {
-        Some(task) => task.await.map_err(|e| anyhow!("{url}: the download failed: {e}"))?,
+        Some(task) => task.await.unwrap_or_else(|e| Err(FetchError::Transient(format!("the download stopped: {e}")))),
         None => fetcher.download(&url, opts.max_bundle_bytes, &download).await,
     };
     let (sha, size) = downloaded.map_err(|e| {
