@@ -13,16 +13,19 @@
 //! node by node, when the pages are written at the end: memory follows the
 //! number of catalogue nodes, not of items.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
+use std::io::{BufWriter, Write};
+use std::sync::{Arc, Mutex};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use stac::{Bbox, Catalog, Collection, Extent, Item, Link, SpatialExtent, TemporalExtent};
 
 use crate::config::SiteInfo;
-use crate::html::{HtmlPages, PageKind};
+use crate::html::{HtmlPages, ListingRows, PageKind};
 use crate::items::DatasetItem;
 use crate::output::SiteWriter;
 use crate::recipe::CollectionSpec;
@@ -197,17 +200,6 @@ impl<'a> CatalogueWriter<'a> {
             links.push(Link::child(format!("./{name}/catalog.json")).json().title(name.clone()));
             children.push(json!({"title": name, "href": format!("./{name}/catalog.html"), "count": child.count}));
         }
-        let mut rows = Vec::new();
-        let mut prefix = node_key(collection_id, levels);
-        prefix.push(0);
-        while let Some(next) = rows_in.next_if(|r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix))) {
-            let (key, value) = next?;
-            let id = String::from_utf8(key[prefix.len()..].to_vec())?;
-            let row = ItemRow::decode(&value)?;
-            links.push(Link::item(format!("./{id}.json")).geojson().title(row.title.clone()));
-            rows.push(json!({"id": id, "href": format!("./{id}.html"), "start": row.start, "end": row.end, "files": row.files, "latest": row.latest}));
-        }
-
         let (json_name, html_name, kind, facets, stac_value) = match collection {
             Some((mut c, facets)) => {
                 links[1] = Link::parent("../catalog.json").json();
@@ -225,13 +217,39 @@ impl<'a> CatalogueWriter<'a> {
                 ("catalog.json", "catalog.html", PageKind::Catalog, Value::Null, serde_json::to_value(&cat)?)
             }
         };
-        writer.put_document(&format!("{dir}/{json_name}"), &to_json(&stac_value)?)?;
+
+        // The node's items are streamed from the sort into its document (as
+        // links, before the HTML link) and, through a temp file, into its page:
+        // a node listing any number of items costs one row of memory.
+        let mut prefix = node_key(collection_id, levels);
+        prefix.push(0);
+        let mut json_file = tempfile::tempfile().context("creating a temp file for a catalogue page")?;
+        let listed = {
+            let doc = StreamedDocument { doc: &stac_value, items: RefCell::new(ItemLinks { rows_in, prefix: &prefix, listed: ListedRows::create()? }) };
+            let mut out = BufWriter::new(&mut json_file);
+            serde_json::to_writer_pretty(&mut out, &doc).with_context(|| format!("writing {dir}/{json_name}"))?;
+            out.write_all(b"\n")?;
+            out.flush()?;
+            drop(out);
+            doc.items.into_inner().listed.finish()?
+        };
+        writer.put_document_from_file(&format!("{dir}/{json_name}"), &mut json_file)?;
+        drop(json_file);
         let page = json!({
             "kind": if matches!(kind, PageKind::Collection) { "collection" } else { "catalog" },
-            "stac": stac_value, "children": children, "items": rows, "facets": facets,
+            "stac": stac_value, "children": children, "facets": facets,
             "breadcrumbs": breadcrumbs(collection_id, levels), "json_href": format!("./{json_name}"),
         });
-        writer.put(&format!("{dir}/{html_name}"), self.pages.render(kind, &page)?.as_bytes())?;
+        let mut html_file = tempfile::tempfile().context("creating a temp file for a catalogue page")?;
+        let errors = listed.errors.clone();
+        let mut out = BufWriter::new(&mut html_file);
+        self.pages.render_listing(kind, &page, listed, &mut out)?;
+        out.flush()?;
+        drop(out);
+        if let Some(e) = errors.lock().expect("not poisoned").take() {
+            anyhow::bail!("reading back the items of {dir}/{html_name}: {e}");
+        }
+        writer.put_from_file(&format!("{dir}/{html_name}"), &mut html_file)?;
 
         for (name, child) in &node.children {
             let mut next = levels.to_vec();
@@ -528,4 +546,178 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
     let mut bytes = serde_json::to_vec_pretty(value)?;
     bytes.push(b'\n');
     Ok(bytes)
+}
+
+/// A catalogue or collection document (`doc`, as `serde_json` would write it)
+/// whose item links are pulled from the sort while it is written: they go
+/// before its last link (the HTML page), where the whole document had them.
+struct StreamedDocument<'d, 'r> {
+    doc: &'d Value,
+    items: RefCell<ItemLinks<'r>>,
+}
+
+/// A node's rows, coming back from the sort: written as item links, and kept
+/// in a temp file for the HTML page.
+struct ItemLinks<'r> {
+    rows_in: &'r mut std::iter::Peekable<Sorted>,
+    /// The node's [`node_key`] and 0x00: its own rows start with it.
+    prefix: &'r [u8],
+    listed: ListedRows,
+}
+
+impl serde::Serialize for StreamedDocument<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(fields) = self.doc else { return self.doc.serialize(serializer) };
+        let mut map = serializer.serialize_map(Some(fields.len()))?;
+        for (key, value) in fields {
+            match value {
+                Value::Array(links) if key == "links" => map.serialize_entry(key, &StreamedLinks { links, items: &self.items })?,
+                _ => map.serialize_entry(key, value)?,
+            }
+        }
+        map.end()
+    }
+}
+
+struct StreamedLinks<'a, 'r> {
+    links: &'a [Value],
+    items: &'a RefCell<ItemLinks<'r>>,
+}
+
+impl serde::Serialize for StreamedLinks<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeSeq};
+        let (own, last) = self.links.split_at(self.links.len().saturating_sub(1));
+        let mut seq = serializer.serialize_seq(None)?;
+        for link in own {
+            seq.serialize_element(link)?;
+        }
+        let mut items = self.items.borrow_mut();
+        let ItemLinks { rows_in, prefix, listed } = &mut *items;
+        let prefix: &[u8] = prefix;
+        while let Some(next) = rows_in.next_if(|r| r.as_ref().map_or(true, |(k, _)| k.starts_with(prefix))) {
+            let (key, value) = next.map_err(|e| S::Error::custom(format!("{e:#}")))?;
+            let id = std::str::from_utf8(&key[prefix.len()..]).map_err(S::Error::custom)?;
+            let row = ItemRow::decode(&value).map_err(|e| S::Error::custom(format!("{e:#}")))?;
+            let link = serde_json::to_value(Link::item(format!("./{id}.json")).geojson().title(row.title.clone())).map_err(S::Error::custom)?;
+            seq.serialize_element(&link)?;
+            listed.push(id, &value).map_err(|e| S::Error::custom(format!("{e:#}")))?;
+        }
+        for link in last {
+            seq.serialize_element(link)?;
+        }
+        seq.end()
+    }
+}
+
+/// The rows a page lists, in an anonymous temp file: `u32` length, then the
+/// id's `u32` length, the id and the encoded [`ItemRow`].
+struct ListedRows {
+    out: BufWriter<std::fs::File>,
+    count: usize,
+}
+
+impl ListedRows {
+    fn create() -> Result<ListedRows> {
+        Ok(ListedRows { out: BufWriter::new(tempfile::tempfile().context("creating a temp file for a catalogue page")?), count: 0 })
+    }
+
+    fn push(&mut self, id: &str, row: &[u8]) -> Result<()> {
+        self.out.write_all(&((4 + id.len() + row.len()) as u32).to_le_bytes())?;
+        self.out.write_all(&(id.len() as u32).to_le_bytes())?;
+        self.out.write_all(id.as_bytes())?;
+        self.out.write_all(row)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    fn finish(self) -> Result<PageRows> {
+        let file = self.out.into_inner().map_err(|e| e.into_error()).context("writing a temp file for a catalogue page")?;
+        Ok(PageRows { file: Arc::new(file), count: self.count, errors: Arc::default() })
+    }
+}
+
+/// The template's `items`: each pass over them reads the temp file afresh
+/// (positioned reads, so passes don't disturb each other). A read error ends
+/// the rows and is reported after rendering.
+#[derive(Debug)]
+struct PageRows {
+    file: Arc<std::fs::File>,
+    count: usize,
+    errors: Arc<Mutex<Option<String>>>,
+}
+
+impl ListingRows for PageRows {
+    fn len(&self) -> usize {
+        self.count
+    }
+
+    fn rows(&self) -> Box<dyn Iterator<Item = Value> + Send + Sync> {
+        Box::new(PageRowReader { file: self.file.clone(), pos: 0, buf: Vec::new(), at: 0, errors: self.errors.clone() })
+    }
+}
+
+struct PageRowReader {
+    file: Arc<std::fs::File>,
+    /// File offset of the end of `buf`.
+    pos: u64,
+    buf: Vec<u8>,
+    /// Start of the unread part of `buf`.
+    at: usize,
+    errors: Arc<Mutex<Option<String>>>,
+}
+
+impl PageRowReader {
+    /// The next record's bytes, reading more of the file as needed (None at the end).
+    fn next_record(&mut self) -> Result<Option<(usize, usize)>> {
+        use std::os::unix::fs::FileExt;
+        loop {
+            let unread = &self.buf[self.at..];
+            if unread.len() >= 4 {
+                let len = u32::from_le_bytes(unread[..4].try_into().expect("4 bytes")) as usize;
+                if unread.len() >= 4 + len {
+                    let start = self.at + 4;
+                    self.at = start + len;
+                    return Ok(Some((start, start + len)));
+                }
+            }
+            self.buf.drain(..self.at);
+            self.at = 0;
+            let have = self.buf.len();
+            self.buf.resize(have + (64 << 10), 0);
+            let n = self.file.read_at(&mut self.buf[have..], self.pos)?;
+            self.buf.truncate(have + n);
+            self.pos += n as u64;
+            if n == 0 {
+                anyhow::ensure!(self.buf.is_empty(), "the temp file ends inside a row");
+                return Ok(None);
+            }
+        }
+    }
+
+    fn row(&self, start: usize, end: usize) -> Result<Value> {
+        let record = &self.buf[start..end];
+        anyhow::ensure!(record.len() >= 4, "damaged row");
+        let id_len = u32::from_le_bytes(record[..4].try_into().expect("4 bytes")) as usize;
+        anyhow::ensure!(record.len() >= 4 + id_len, "damaged row");
+        let id = std::str::from_utf8(&record[4..4 + id_len])?;
+        let row = ItemRow::decode(&record[4 + id_len..])?;
+        Ok(json!({"id": id, "href": format!("./{id}.html"), "start": row.start, "end": row.end, "files": row.files, "latest": row.latest}))
+    }
+}
+
+impl Iterator for PageRowReader {
+    type Item = Value;
+
+    fn next(&mut self) -> Option<Value> {
+        let row = self.next_record().and_then(|r| r.map(|(start, end)| self.row(start, end)).transpose());
+        match row {
+            Ok(row) => row,
+            Err(e) => {
+                *self.errors.lock().expect("not poisoned") = Some(format!("{e:#}"));
+                None
+            }
+        }
+    }
 }

@@ -45,13 +45,51 @@ impl HtmlPages {
     }
 
     pub fn render<T: Serialize>(&self, kind: PageKind, page: &T) -> Result<String> {
-        let name = match kind {
+        let name = Self::template_name(kind);
+        let template = self.env.get_template(name).map_err(|e| anyhow!("{name}: {e}"))?;
+        template.render(minijinja::Value::from_serialize(page)).map_err(|e| anyhow!("rendering {name}: {e:#}"))
+    }
+
+    /// Renders a catalogue or collection page into `out`, its `items` read
+    /// from `rows` while the page renders: a listing of any length costs one
+    /// row of memory at a time.
+    pub fn render_listing<T: Serialize>(&self, kind: PageKind, page: &T, rows: impl ListingRows, out: impl std::io::Write) -> Result<()> {
+        let name = Self::template_name(kind);
+        let template = self.env.get_template(name).map_err(|e| anyhow!("{name}: {e}"))?;
+        let ctx = minijinja::context! { items => minijinja::Value::from_object(Listing(rows)), ..minijinja::Value::from_serialize(page) };
+        template.render_captured_to(ctx, out).map(|_| ()).map_err(|e| anyhow!("rendering {name}: {e:#}"))
+    }
+
+    fn template_name(kind: PageKind) -> &'static str {
+        match kind {
             PageKind::Catalog => "catalog.html",
             PageKind::Collection => "collection.html",
             PageKind::Item => "item.html",
-        };
-        let template = self.env.get_template(name).map_err(|e| anyhow!("{name}: {e}"))?;
-        template.render(minijinja::Value::from_serialize(page)).map_err(|e| anyhow!("rendering {name}: {e:#}"))
+        }
+    }
+}
+
+/// The rows of a listing page, handed to the template one at a time (it may
+/// go through them more than once: `{% if items %}`, `| length`, `for`).
+pub trait ListingRows: std::fmt::Debug + Send + Sync + 'static {
+    fn len(&self) -> usize;
+    fn rows(&self) -> Box<dyn Iterator<Item = serde_json::Value> + Send + Sync>;
+}
+
+#[derive(Debug)]
+struct Listing<R>(R);
+
+impl<R: ListingRows> minijinja::value::Object for Listing<R> {
+    fn repr(self: &std::sync::Arc<Self>) -> minijinja::value::ObjectRepr {
+        minijinja::value::ObjectRepr::Iterable
+    }
+
+    fn enumerate(self: &std::sync::Arc<Self>) -> minijinja::value::Enumerator {
+        minijinja::value::Enumerator::Iter(Box::new(self.0.rows().map(|row| minijinja::Value::from_serialize(&row))))
+    }
+
+    fn enumerator_len(self: &std::sync::Arc<Self>) -> Option<usize> {
+        Some(self.0.len())
     }
 }
 

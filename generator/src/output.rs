@@ -265,16 +265,28 @@ impl SiteWriter {
     /// Adds one file too big to hold in memory, read from the start of `file`
     /// (read twice: once to hash it, once to copy it when it changed).
     pub fn put_from_file(&mut self, rel_path: &str, file: &mut std::fs::File) -> Result<[u8; 32]> {
+        self.place_from_file(rel_path, file, false).map(|(sha, _)| sha)
+    }
+
+    /// [`Self::put_document`] for a document written to `file` (a catalogue
+    /// page listing thousands of items): the bundle reads it back from the new tree.
+    pub fn put_document_from_file(&mut self, rel_path: &str, file: &mut std::fs::File) -> Result<()> {
+        let (sha, size) = self.place_from_file(rel_path, file, true)?;
+        let path = self.staging.join(safe_relative(rel_path)?);
+        self.send(Record::File { header: record_header(rel_path, &sha, size), path, size })
+    }
+
+    fn place_from_file(&mut self, rel_path: &str, file: &mut std::fs::File, stac: bool) -> Result<Digest256> {
         use std::io::Seek;
         let mut hasher = Sha256::new();
         file.rewind().context("reading back a temp file")?;
         let size = std::io::copy(file, &mut hasher).context("reading back a temp file")?;
         let sha: [u8; 32] = hasher.finalize().into();
-        self.place(rel_path, sha, size, false, |f| {
+        self.place(rel_path, sha, size, stac, |f| {
             file.rewind()?;
             std::io::copy(file, f).map(|_| ())
         })?;
-        Ok(sha)
+        Ok((sha, size))
     }
 
     /// Keeps a file of the live tree as it is, known by its live manifest
