@@ -721,3 +721,47 @@ impl Iterator for PageRowReader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(n: usize) -> PageRows {
+        let mut listed = ListedRows::create().unwrap();
+        for i in 0..n {
+            let row = ItemRow { title: Some("t".repeat(i % 50)), start: DateTime::from_timestamp(i as i64 * 86400, 0), end: None, files: i, latest: Some(i % 2 == 0) };
+            listed.push(&format!("id-{i}-{}", "x".repeat(i % 97)), &row.encode()).unwrap();
+        }
+        listed.finish().unwrap()
+    }
+
+    #[test]
+    fn page_rows_read_back_in_order_on_every_pass() {
+        // ~500 KB of rows: several refills of the 64 KiB read buffer, records split across them.
+        let rows = listed(5000);
+        assert_eq!(rows.len(), 5000);
+        for _ in 0..2 {
+            let got: Vec<Value> = rows.rows().collect();
+            assert_eq!(got.len(), 5000);
+            for (i, row) in got.iter().enumerate() {
+                let id = format!("id-{i}-{}", "x".repeat(i % 97));
+                assert_eq!(row["id"], id);
+                assert_eq!(row["href"], format!("./{id}.html"));
+                assert_eq!(row["files"], i);
+                assert_eq!(row["latest"], i % 2 == 0);
+                assert_eq!(row["end"], Value::Null);
+            }
+        }
+        assert!(rows.errors.lock().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_damaged_rows_file_is_reported_not_silently_shortened() {
+        let rows = listed(100);
+        let size = rows.file.metadata().unwrap().len();
+        rows.file.set_len(size - 3).unwrap();
+        assert_eq!(rows.rows().count(), 99);
+        let error = rows.errors.lock().unwrap().take().expect("an error is recorded");
+        assert!(error.contains("ends inside a row"), "{error}");
+    }
+}
