@@ -559,6 +559,13 @@ impl Engine {
         Ok((terms, segmented))
     }
 
+    /// Bytes of the text segments the query has not read yet (what counting
+    /// exactly would still download).
+    pub fn rest_bytes(&self, q: &Query, files: &dyn Files) -> Result<u64> {
+        let (_, segmented) = self.text_terms(q, files)?;
+        Ok(segmented.iter().flat_map(|t| t.seg.segments[t.loaded..].iter().map(|s| s.bytes as u64)).sum())
+    }
+
     /// The text segments to read next (after [`Engine::resolve`]), or none
     /// when the results are complete or, unless `exhaustive`, hold the first
     /// `wanted` results. What is left is read whole when it is at most

@@ -61,6 +61,8 @@ async function expectTotal(n) {
 }
 
 async function count(facet, value) {
+  // Live counts fill in after the result rows.
+  await page.locator('.filters[data-counts=ready]').waitFor({ timeout: TIMEOUT });
   const label = page.locator(`fieldset[data-facet=${facet}] li label`, { has: page.locator(`input[data-value="${value}"]`) });
   return Number((await label.locator('.count').textContent()) || 'NaN');
 }
