@@ -231,6 +231,12 @@ pub struct Filters {
     /// The exact total when the filters are not complete but it is known anyway
     /// (one word matching one segmented token, nothing else: its doc count).
     known_total: Option<u64>,
+    /// The docs the filters other than text and the deferred ones leave
+    /// (`None`: all): text segments holding none of them are not needed.
+    candidates: Option<RoaringBitmap>,
+    /// Text segments were left out for holding no candidates: the selected
+    /// facets' own counts (without their filter) are unknown.
+    skipped: bool,
 }
 
 impl Filters {
@@ -259,6 +265,12 @@ impl Filters {
     /// those below [`Filters::limit`], the first in doc order.
     pub fn complete(&self) -> bool {
         self.limit >= self.items
+    }
+
+    /// Can every facet's live counts be computed? (Complete, and no text
+    /// segment left out because the selected facets excluded its docs.)
+    pub fn counts_complete(&self) -> bool {
+        self.complete() && !self.skipped
     }
 
     /// Docs below this are evaluated.
@@ -314,13 +326,27 @@ struct SegmentedToken {
     /// `x/<chunk>-<entry>`: segment `s` is in `<prefix>-<s>.bin`.
     prefix: String,
     seg: codec::Segmented,
-    /// Segments 0..loaded are in the file store.
+    /// Segments 0..loaded are evaluated (in the file store, or not needed).
     loaded: usize,
+    /// Per segment: does it hold docs the other filters leave?
+    needed: Vec<bool>,
+    /// Some evaluated segment with docs was not read (not needed).
+    skipped: bool,
 }
 
 impl SegmentedToken {
     fn path(&self, s: usize) -> String {
         format!("{}-{s}.bin", self.prefix)
+    }
+
+    /// The needed segments not evaluated yet.
+    fn rest(&self) -> impl Iterator<Item = usize> + '_ {
+        (self.loaded..self.seg.segments.len()).filter(|&s| self.needed[s])
+    }
+
+    /// Every segment with docs not read yet (what exact counts need).
+    fn unread<'a>(&'a self, files: &'a dyn Files) -> impl Iterator<Item = usize> + 'a {
+        (1..self.seg.segments.len()).filter(move |&s| self.seg.segments[s].count > 0 && files.get(&self.path(s)).is_none())
     }
 }
 
@@ -460,12 +486,6 @@ impl Engine {
                 Some(a) => a & b,
             })
         };
-        let (terms, segmented) = self.text_terms(q, files)?;
-        let limit = terms.iter().map(|t| t.limit).min().unwrap_or(u32::MAX).min(self.meta.items);
-        let single = terms.len() == 1 && terms[0].tokens == 1 && segmented.len() == 1;
-        for t in terms {
-            and(t.docs);
-        }
         if let Some(to) = q.to {
             let mut b = RoaringBitmap::new();
             if let Some(path) = self.start_year_file(to) {
@@ -503,6 +523,21 @@ impl Engine {
             }
             and(b);
         }
+        // The docs the other filters leave: text segments without any are not read.
+        let candidates = facets.iter().fold(other.clone(), |acc, (_, b)| Some(match acc {
+            None => b.clone(),
+            Some(a) => a & b,
+        }));
+        let (terms, segmented) = self.text_terms(q, files, candidates.as_ref())?;
+        let limit = terms.iter().map(|t| t.limit).min().unwrap_or(u32::MAX).min(self.meta.items);
+        let single = terms.len() == 1 && terms[0].tokens == 1 && segmented.len() == 1;
+        let skipped = segmented.iter().any(|t| t.skipped);
+        for t in terms {
+            other = Some(match other.take() {
+                None => t.docs,
+                Some(a) => a & t.docs,
+            });
+        }
         // Docs past the segments read so far are unknown.
         if limit < self.meta.items {
             if let Some(b) = other.as_mut() {
@@ -516,12 +551,13 @@ impl Engine {
         }
         let nothing_else = facets.is_empty() && deferred.is_empty() && q.from.is_none() && q.to.is_none() && q.bbox.is_none();
         let known_total = (single && nothing_else).then(|| segmented[0].seg.count);
-        Ok(Filters { items: self.meta.items, facets, other, deferred, resolved: None, limit, known_total })
+        Ok(Filters { items: self.meta.items, facets, other, deferred, resolved: None, limit, known_total, candidates, skipped })
     }
 
     /// Per query term, the docs of the tokens it prefixes (as far as their
     /// segments are loaded), and the segmented tokens among them.
-    fn text_terms(&self, q: &Query, files: &dyn Files) -> Result<(Vec<TermDocs>, Vec<SegmentedToken>)> {
+    /// Segments without docs, or without any of `candidates`, count as read.
+    fn text_terms(&self, q: &Query, files: &dyn Files, candidates: Option<&RoaringBitmap>) -> Result<(Vec<TermDocs>, Vec<SegmentedToken>)> {
         let mut chunks: HashMap<usize, Vec<(String, codec::TextPosting)>> = HashMap::new();
         let mut terms = Vec::new();
         let mut segmented = Vec::new();
@@ -540,10 +576,20 @@ impl Engine {
                         codec::TextPosting::Whole(docs) => t.docs |= docs,
                         codec::TextPosting::Segmented(seg) => {
                             t.docs |= &seg.first;
-                            let mut st = SegmentedToken { prefix: format!("x/{c}-{i}"), seg: seg.clone(), loaded: 1 };
+                            let mut st = SegmentedToken { prefix: format!("x/{c}-{i}"), seg: seg.clone(), loaded: 1, needed: Vec::new(), skipped: false };
+                            st.needed = (0..seg.segments.len())
+                                .map(|s| seg.segments[s].count > 0 && candidates.is_none_or(|c| c.range_cardinality(seg.start(s)..seg.segments[s].end) > 0))
+                                .collect();
                             while st.loaded < seg.segments.len() {
-                                let Some(raw) = files.get(&st.path(st.loaded)) else { break };
-                                t.docs |= codec::decode_postings(raw)?;
+                                if let Some(raw) = files.get(&st.path(st.loaded)) {
+                                    t.docs |= codec::decode_postings(raw)?;
+                                } else if st.needed[st.loaded] {
+                                    break;
+                                } else if seg.segments[st.loaded].count > 0 {
+                                    // Not read: no candidate there. The results are exact, but the
+                                    // counts of a selected facet (which leave its own filter out) are not.
+                                    st.skipped = true;
+                                }
                                 st.loaded += 1;
                             }
                             if st.loaded < seg.segments.len() {
@@ -561,9 +607,9 @@ impl Engine {
 
     /// Bytes of the text segments the query has not read yet (what counting
     /// exactly would still download).
-    pub fn rest_bytes(&self, q: &Query, files: &dyn Files) -> Result<u64> {
-        let (_, segmented) = self.text_terms(q, files)?;
-        Ok(segmented.iter().flat_map(|t| t.seg.segments[t.loaded..].iter().map(|s| s.bytes as u64)).sum())
+    pub fn rest_bytes(&self, q: &Query, filters: &Filters, files: &dyn Files) -> Result<u64> {
+        let (_, segmented) = self.text_terms(q, files, filters.candidates.as_ref())?;
+        Ok(segmented.iter().map(|t| t.unread(files).map(|s| t.seg.segments[s].bytes as u64).sum::<u64>()).sum())
     }
 
     /// The text segments to read next (after [`Engine::resolve`]), or none
@@ -572,12 +618,17 @@ impl Engine {
     /// [`COMPLETE_BYTES`]; otherwise the range read grows by an estimate
     /// of how far the missing results are (at least doubling while none are found).
     pub fn more_files(&self, q: &Query, filters: &Filters, files: &dyn Files, wanted: u64, exhaustive: bool) -> Result<Vec<String>> {
+        if exhaustive {
+            // Everything, so that the selected facets' counts are exact too.
+            let (_, segmented) = self.text_terms(q, files, filters.candidates.as_ref())?;
+            return Ok(segmented.iter().flat_map(|t| t.unread(files).map(|s| t.path(s))).collect::<BTreeSet<_>>().into_iter().collect());
+        }
         if filters.complete() {
             return Ok(Vec::new());
         }
-        let (_, segmented) = self.text_terms(q, files)?;
-        let rest: u64 = segmented.iter().flat_map(|t| t.seg.segments[t.loaded..].iter().map(|s| s.bytes as u64)).sum();
-        let all = exhaustive || rest <= self.complete_bytes;
+        let (_, segmented) = self.text_terms(q, files, filters.candidates.as_ref())?;
+        let rest: u64 = segmented.iter().map(|t| t.rest().map(|s| t.seg.segments[s].bytes as u64).sum::<u64>()).sum();
+        let all = rest <= self.complete_bytes;
         let have = filters.results().len();
         if !all && have >= wanted {
             return Ok(Vec::new());
@@ -594,8 +645,8 @@ impl Engine {
         .max(limit + 1);
         let mut out = BTreeSet::new();
         for t in &segmented {
-            for s in t.loaded..t.seg.segments.len() {
-                if (t.seg.start(s) as u64) < target {
+            for s in t.rest() {
+                if (t.seg.start(s) as u64) < target && files.get(&t.path(s)).is_none() {
                     out.insert(t.path(s));
                 }
             }
@@ -674,7 +725,7 @@ impl Engine {
         let selections = self.selections(q);
         (0..self.meta.facets.len())
             .map(|f| {
-                if !filters.complete() {
+                if !filters.complete() || (filters.skipped && selections.iter().any(|(g, _)| *g == f)) {
                     return CountPlan::Partial;
                 }
                 let others: Vec<&(usize, Vec<u32>)> = selections.iter().filter(|(g, _)| *g != f).collect();
@@ -817,11 +868,13 @@ pub struct DirFiles {
     /// Compressed bytes read from disk (what a browser would download).
     pub bytes: u64,
     pub requests: u64,
+    /// Print each file read and its size to stderr (`FEDSTAC_SEARCH_TRACE=1`).
+    pub trace: bool,
 }
 
 impl DirFiles {
     pub fn new(dir: impl Into<std::path::PathBuf>) -> DirFiles {
-        DirFiles { dir: dir.into(), files: HashMap::new(), bytes: 0, requests: 0 }
+        DirFiles { dir: dir.into(), files: HashMap::new(), bytes: 0, requests: 0, trace: std::env::var_os("FEDSTAC_SEARCH_TRACE").is_some() }
     }
 
     pub fn load(&mut self, paths: &[String]) -> std::io::Result<()> {
@@ -830,6 +883,9 @@ impl DirFiles {
                 continue;
             }
             let raw = std::fs::read(self.dir.join(p))?;
+            if self.trace {
+                eprintln!("{p}\t{}", raw.len());
+            }
             self.bytes += raw.len() as u64;
             self.requests += 1;
             let plain = codec::inflate(&raw).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{p}: {e}")))?;

@@ -745,6 +745,9 @@ mod tests {
             for defer in [None, Some(0)] {
                 let got = search_dir_opts(seg.path(), &q, &SearchOptions { defer_bytes: defer, complete_bytes: Some(0), ..Default::default() }).unwrap();
                 assert_eq!(got.page, want.page, "{params:?}");
+                for (facet, counts) in &got.counts {
+                    assert_eq!(Some(counts), want.counts.get(facet), "{params:?} {facet}");
+                }
                 if got.exact {
                     assert_eq!(got.total, want.total, "{params:?}");
                 } else {

@@ -250,8 +250,8 @@ async fn search(site: Rc<SiteData>, q: Query, exhaustive: bool, on_rows: impl Fn
         Some(t) => (t, true),
         None => (results.len(), false),
     };
-    let complete = filters.complete();
-    let rest_bytes = if complete { 0 } else { engine.rest_bytes(&q, &Store(site.files.borrow())).map_err(|e| e.to_string())? };
+    let complete = filters.counts_complete();
+    let rest_bytes = if complete { 0 } else { engine.rest_bytes(&q, &filters, &Store(site.files.borrow())).map_err(|e| e.to_string())? };
     let plans: Vec<CountPlan> = engine.count_plans(&q, &filters);
     let docs = Engine::page_docs(&results, q.page);
     let rows = async {
