@@ -547,7 +547,7 @@ fn Facet(meta: Arc<Meta>, index: usize, live: RwSignal<Live>, state: RwSignal<St
                 }).collect_view()}
             </ul>
             {if broad && partial {
-                view! { <p class="note">"Counts are computed once every result is known (“Count all” above the results)."</p> }.into_any()
+                view! { <p class="note">"Counts are not computed: common words were read only as far as the result page needs."</p> }.into_any()
             } else if broad {
                 view! { <p class="note">"Counts are not computed for this broad combination."</p> }.into_any()
             } else { ().into_any() }}
@@ -695,14 +695,14 @@ fn Results(outcome: RwSignal<Outcome>, live: RwSignal<Live>, status: RwSignal<St
                 let n = format!("{} item{}", group(o.total), if o.total == 1 { "" } else { "s" });
                 if o.exact { n } else { format!("at least {n}") }
             }}</p>
-            {move || outcome.with(|o| (!o.complete && o.rest_bytes > 0).then(|| {
-                let label = format!("{} ({:.0} KB more)", if o.exact { "Count facet values" } else { "Count all" }, o.rest_bytes as f64 / 1024.0);
-                let why = if o.exact {
-                    "Common words' postings were read as far as this page needs."
-                } else {
-                    "Common words' postings were read as far as this page needs: these are the results found so far."
-                };
-                view! { <p class="partial"><span class="note">{why}" "</span><button type="button" class="count-all" on:click=move |_| count_all.run(())>{label}</button></p> }
+            {move || outcome.with(|o| (!o.exact && o.rest_bytes > 0).then(|| {
+                let label = format!("Count all ({:.0} KB more)", o.rest_bytes as f64 / 1024.0);
+                view! {
+                    <p class="partial">
+                        <span class="note">"Common words are read only as far as this page needs: these are the results found so far. "</span>
+                        <button type="button" class="count-all" on:click=move |_| count_all.run(())>{label}</button>
+                    </p>
+                }
             }))}
             <ol class="rows" start=move || { (page() * PAGE_SIZE as u64 + 1).to_string() }>
                 {move || outcome.get().rows.into_iter().map(|d| {
