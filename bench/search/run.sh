@@ -39,7 +39,8 @@ for n in $sizes; do
   done < bench/search/queries.txt
 done
 
-# nginx on a free loopback port, gzip for the viewer's own files (index .bin files are DEFLATE already).
+# nginx on a free loopback port, gzip for the viewer's own files (index .bin files are DEFLATE already):
+# precompressed by scripts/build-viewer.sh (gzip_static), JSON compressed per request.
 tmp=$(mktemp -d); chmod 755 "$tmp"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 mkdir -p "$tmp/logs" "$tmp/t"
@@ -52,7 +53,7 @@ http {
   include /etc/nginx/mime.types;
   access_log off;
   client_body_temp_path $tmp/t/b; proxy_temp_path $tmp/t/p; fastcgi_temp_path $tmp/t/f; uwsgi_temp_path $tmp/t/u; scgi_temp_path $tmp/t/s;
-  gzip on; gzip_comp_level 6; gzip_types application/wasm application/javascript text/css application/json;
+  gzip on; gzip_comp_level 6; gzip_types application/wasm application/javascript text/css application/json; gzip_static on;
   server { listen 127.0.0.1:$port; root $(cd "$out" && pwd); }
 }
 CONF
