@@ -24,11 +24,14 @@
 //! segmented (version 2): a word in 6% of 10M items has ~1 MB of postings,
 //! but its first 20 results lie in the first ~30 KB. The engine evaluates a
 //! query over the docs below the end of the segments it has read
-//! ([`query::Engine::more_files`] says which to read next) and reports the
-//! total as exact only when it read them all (or when one word matching one
-//! token is the whole query: the chunk holds its doc count); otherwise the
-//! total is a lower bound and live counts are not computed until asked for.
-//! Tokens under the threshold (all of them below ~500,000 items) stay whole.
+//! ([`query::Engine::more_files`] says which to read next; all that is left
+//! when it is at most [`query::COMPLETE_BYTES`]), skipping segments that hold
+//! no doc the other filters (facets, time, bbox) leave, and reports the
+//! total as exact only when it read every needed segment (or when one word
+//! matching one token is the whole query: the chunk holds its doc count);
+//! otherwise the total is a lower bound and live counts are not computed
+//! until asked for (`exhaustive`). Tokens under the threshold (all of them
+//! below ~500,000 items) stay whole.
 //!
 //! `index.json` also holds the byte size of every posting and block file, so
 //! the engine can choose, per query, between downloading a large posting list
