@@ -31,7 +31,7 @@
 //! matching one token is the whole query: the chunk holds its doc count);
 //! otherwise the total is a lower bound and live counts are not computed
 //! until asked for (`exhaustive`). Tokens under the threshold (all of them
-//! below ~500,000 items) stay whole.
+//! below ~460,000 items) stay whole.
 //!
 //! `index.json` also holds the byte size of every posting and block file, so
 //! the engine can choose, per query, between downloading a large posting list

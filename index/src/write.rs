@@ -623,8 +623,9 @@ pub const TEXT_CHUNK_BYTES: usize = 24 * 1024;
 
 /// A token whose postings take more than twice this many bytes (serialized,
 /// before DEFLATE) is split by doc range into segments of about this size,
-/// cut at multiples of 65,536 docs (roaring container bounds). Small sites
-/// (under ~500,000 items) never reach it: their postings stay one file.
+/// cut at multiples of 65,536 docs (roaring container bounds). Sites under
+/// 458,752 items (at most 7 roaring containers of at most 8 KB) never reach
+/// it: their postings stay one file.
 pub const TEXT_SEGMENT_BYTES: usize = 32 * 1024;
 
 /// `b` cut into consecutive doc ranges `[previous end, end)` covering `0..n`, each
