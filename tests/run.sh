@@ -23,4 +23,5 @@ FEDSTAC_BIN="$kerchunk_target/debug/fedstac" FEDSTAC_KERCHUNK_BIN="$kerchunk_tar
 # Client-side search: the viewer (debug build) in headless Chromium against a real nginx.
 target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 scripts/build-viewer.sh "$target/viewer-dist"
+cargo build --locked --quiet -p fedstac-index --features write --example bench-index  # a synthetic index with segmented text postings
 (cd tests/browser && FEDSTAC_BIN="$target/debug/fedstac" VIEWER_DIST="$target/viewer-dist" node --test --test-concurrency=1 viewer.test.mjs)

@@ -7,6 +7,8 @@
 #   bench/search/run.sh                       100k, 1M and 10M items
 #   SIZES="100000" bench/search/run.sh        other sizes
 #   FGB_MAX=1000000 (default): larger sizes skip items.fgb (timed separately at FGB_MAX)
+#   REUSE=1: keep an index already built at a size (bench/out/search/s<n>/index), measure only
+#   Run it alone: flock /work/cpu.lock bench/search/run.sh (a shared machine's load shows in the times)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 scripts/setup.sh --test
@@ -20,20 +22,25 @@ fgb_max=${FGB_MAX:-1000000}
 
 for n in $sizes; do
   dir=$out/s$n
-  rm -rf "$dir"; mkdir -p "$dir"
-  flags=(); ((n > fgb_max)) && flags=(--no-fgb)
-  echo "== index: $n items ${flags[*]:-}" >&2
-  "$target/release/examples/bench-index" "$n" "$dir/index" "${flags[@]}" >"$dir/build.json"
-  cat "$dir/build.json" >&2
+  if [[ -n "${REUSE:-}" && -f "$dir/build.json" && -f "$dir/index/index.json" ]]; then
+    echo "== index: $n items (reused)" >&2
+  else
+    rm -rf "$dir"; mkdir -p "$dir"
+    flags=(); ((n > fgb_max)) && flags=(--no-fgb)
+    echo "== index: $n items ${flags[*]:-}" >&2
+    "$target/release/examples/bench-index" "$n" "$dir/index" "${flags[@]}" >"$dir/build.json"
+    cat "$dir/build.json" >&2
+  fi
   cp -r "$target/viewer-release/." "$dir/"
   : >"$dir/native.jsonl"
   while IFS=$'\t' read -r name qs; do
     [[ -z "$name" || "$name" == \#* ]] && continue
-    "$target/release/fedstac-search" "$dir/index" "$qs" | python3 -c "import json,sys; d=json.load(sys.stdin); print(json.dumps({'name': '''$name''', 'total': d['total'], 'bytes': d['bytes'], 'requests': d['requests'], 'counted': len(d['counts'])}))" >>"$dir/native.jsonl"
+    "$target/release/fedstac-search" "$dir/index" "$qs" | python3 -c "import json,sys; d=json.load(sys.stdin); print(json.dumps({'name': '''$name''', 'total': d['total'], 'bytes': d['bytes'], 'requests': d['requests'], 'exact': d['exact'], 'counted': len(d['counts'])}))" >>"$dir/native.jsonl"
   done < bench/search/queries.txt
 done
 
-# nginx on a free loopback port, gzip for the viewer's own files (index .bin files are DEFLATE already).
+# nginx on a free loopback port, gzip for the viewer's own files (index .bin files are DEFLATE already):
+# precompressed by scripts/build-viewer.sh (gzip_static), JSON compressed per request.
 tmp=$(mktemp -d); chmod 755 "$tmp"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 mkdir -p "$tmp/logs" "$tmp/t"
@@ -46,7 +53,7 @@ http {
   include /etc/nginx/mime.types;
   access_log off;
   client_body_temp_path $tmp/t/b; proxy_temp_path $tmp/t/p; fastcgi_temp_path $tmp/t/f; uwsgi_temp_path $tmp/t/u; scgi_temp_path $tmp/t/s;
-  gzip on; gzip_comp_level 6; gzip_types application/wasm application/javascript text/css application/json;
+  gzip on; gzip_comp_level 6; gzip_types application/wasm application/javascript text/css application/json; gzip_static on;
   server { listen 127.0.0.1:$port; root $(cd "$out" && pwd); }
 }
 CONF
@@ -56,7 +63,9 @@ trap 'kill $nginx_pid 2>/dev/null; rm -rf "$tmp"' EXIT
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/" -o /dev/null 2>/dev/null && break; python3 -c 'import time; time.sleep(0.1)'; done
 for n in $sizes; do
   echo "== browser: $n items" >&2
+  before=$(cut -d' ' -f1-3 /proc/loadavg)
   node bench/search/browser.mjs "http://127.0.0.1:$port/s$n/" bench/search/queries.txt >"$out/s$n/browser.jsonl"
+  echo "$before before, $(cut -d' ' -f1-3 /proc/loadavg) after" >"$out/s$n/loadavg.txt"
 done
 
 python3 bench/search/report.py $sizes >"$out/results.md"

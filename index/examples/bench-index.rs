@@ -1,7 +1,10 @@
 //! Writes the search index of a synthetic CMIP6 catalogue (no netCDF files,
 //! no item JSON) for the scale benchmark (bench/search/run.sh):
 //!
-//!   cargo run --release -p fedstac-index --features write --example bench-index -- <items> <out dir> [--no-fgb] [--dump=items.jsonl]
+//!   cargo run --release -p fedstac-index --features write --example bench-index -- <items> <out dir> [--no-fgb] [--dump=items.jsonl] [--text-segments=<bytes>,<docs>]
+//!
+//! `--text-segments` segments text postings over twice `<bytes>` at multiples
+//! of `<docs>` (the browser test makes a small index read like a 10M one).
 //!
 //! The catalogue imitates CMIP6's shape: ~20 activities with their
 //! experiments, 130 sources in 45 institutions with Zipf-like participation,
@@ -238,6 +241,9 @@ fn main() {
     let started = Instant::now();
     let mut sink = DirSink(out.clone());
     let mut w = IndexWriter::new(Options { fgb, ..Options::cmip6(SiteRef { name: "bench".into(), title: format!("Synthetic CMIP6, {n} items") }) }).expect("writer");
+    if let Some((bytes, docs)) = args.iter().find_map(|a| a.strip_prefix("--text-segments=")).and_then(|v| v.split_once(',')) {
+        w.set_text_segments(bytes.parse().expect("segment bytes"), docs.parse().expect("segment docs"));
+    }
     let mut count = 0u64;
     'all: for (gi, &(e, s, m, t, _)) in groups.iter().enumerate() {
         if !chosen[gi] {

@@ -138,20 +138,101 @@ pub fn decode_postings(raw: &[u8]) -> Result<RoaringBitmap> {
     Dec::new(raw).bitmap()
 }
 
-/// `x/*.bin`: count, then (token, bitmap) in token order.
-pub fn encode_text_chunk(entries: &[(&str, &RoaringBitmap)]) -> Vec<u8> {
+/// A token's postings in a text chunk: whole, or split by doc range.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TextPosting {
+    Whole(RoaringBitmap),
+    Segmented(Segmented),
+}
+
+/// A common token's postings, split into consecutive doc ranges: the first
+/// segment sits in the chunk, the others in their own files
+/// (`x/<chunk>-<entry>-<segment>.bin`, one bitmap each), so a query reads
+/// only the ranges it needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segmented {
+    /// Docs over all segments.
+    pub count: u64,
+    pub segments: Vec<SegmentInfo>,
+    /// The docs of segment 0.
+    pub first: RoaringBitmap,
+}
+
+/// Segment `s` covers docs `[segments[s - 1].end, segments[s].end)` (from 0 for the first).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SegmentInfo {
+    /// Exclusive upper doc bound (the last segment's is the item count).
+    pub end: u32,
+    pub count: u32,
+    /// Bytes of the segment's file (0 for segment 0, which is inline).
+    pub bytes: u32,
+}
+
+impl Segmented {
+    /// First doc of segment `s`.
+    pub fn start(&self, s: usize) -> u32 {
+        if s == 0 {
+            0
+        } else {
+            self.segments[s - 1].end
+        }
+    }
+}
+
+/// `x/*.bin`: count, then per token in token order: the token, a kind, and
+/// for kind 0 its bitmap; for kind 1 (segmented) its doc count, the number of
+/// segments, per segment (end - previous end, docs, file bytes), then the
+/// bitmap of segment 0.
+pub fn encode_text_chunk(entries: &[(&str, &TextPosting)]) -> Vec<u8> {
     let mut e = Enc::default();
     e.uint(entries.len() as u64);
-    for (t, b) in entries {
-        e.str(t).bitmap(b);
+    for (t, p) in entries {
+        e.str(t);
+        match p {
+            TextPosting::Whole(b) => {
+                e.uint(0).bitmap(b);
+            }
+            TextPosting::Segmented(s) => {
+                e.uint(1).uint(s.count).uint(s.segments.len() as u64);
+                let mut last = 0u32;
+                for seg in &s.segments {
+                    e.uint((seg.end - last) as u64).uint(seg.count as u64).uint(seg.bytes as u64);
+                    last = seg.end;
+                }
+                e.bitmap(&s.first);
+            }
+        }
     }
     e.finish()
 }
 
-pub fn decode_text_chunk(raw: &[u8]) -> Result<Vec<(String, RoaringBitmap)>> {
+pub fn decode_text_chunk(raw: &[u8]) -> Result<Vec<(String, TextPosting)>> {
     let mut d = Dec::new(raw);
     let n = d.uint()? as usize;
-    (0..n).map(|_| Ok((d.str()?.to_string(), d.bitmap()?))).collect()
+    (0..n)
+        .map(|_| {
+            let token = d.str()?.to_string();
+            let posting = match d.uint()? {
+                0 => TextPosting::Whole(d.bitmap()?),
+                1 => {
+                    let count = d.uint()?;
+                    let m = d.uint()? as usize;
+                    if m == 0 || m > raw.len() {
+                        return err("bad segment count");
+                    }
+                    let mut last = 0u32;
+                    let mut segments = Vec::with_capacity(m);
+                    for _ in 0..m {
+                        last = last.checked_add(d.u32()?).ok_or_else(|| FormatError("segment bound overflow".into()))?;
+                        segments.push(SegmentInfo { end: last, count: d.u32()?, bytes: d.u32()? });
+                    }
+                    TextPosting::Segmented(Segmented { count, segments, first: d.bitmap()? })
+                }
+                k => return err(format!("unknown text posting kind {k}")),
+            };
+            Ok((token, posting))
+        })
+        .collect()
 }
 
 /// `t/s<year>.bin` and `t/e<year>.bin`: the bitmap of docs on the far side of
@@ -305,9 +386,16 @@ mod tests {
     fn records_round_trip() {
         let b: RoaringBitmap = [1, 5, 70000, 70001].into_iter().collect();
         assert_eq!(decode_postings(&inflate(&encode_postings(&b)).unwrap()).unwrap(), b);
-        let chunk = encode_text_chunk(&[("air", &b), ("tas", &b)]);
+        let seg = TextPosting::Segmented(Segmented {
+            count: 4,
+            segments: vec![SegmentInfo { end: 65536, count: 2, bytes: 0 }, SegmentInfo { end: 100_000, count: 2, bytes: 31 }],
+            first: [1, 5].into_iter().collect(),
+        });
+        let whole = TextPosting::Whole(b.clone());
+        let chunk = encode_text_chunk(&[("air", &whole), ("tas", &seg)]);
         let back = decode_text_chunk(&inflate(&chunk).unwrap()).unwrap();
-        assert_eq!(back[1].0, "tas");
+        assert_eq!(back[0], ("air".to_string(), whole));
+        assert_eq!(back[1], ("tas".to_string(), seg));
         let t = TimeYear { beyond: b.clone(), exact: vec![(-5_000_000_000, b.clone()), (1_000, b.clone())] };
         let back = decode_time_year(&inflate(&encode_time_year(&t)).unwrap()).unwrap();
         assert_eq!(back.exact[0].0, -5_000_000_000);

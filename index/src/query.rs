@@ -20,6 +20,11 @@ pub const MAX_COUNT_BLOCKS: usize = 24;
 pub const DEFER_BYTES: u64 = 48 * 1024;
 pub const MAX_DEFER_BLOCKS: usize = 32;
 
+/// Segmented text postings ([`codec::Segmented`]) are read in doc order only
+/// as far as the result page needs, unless what is left of them is at most
+/// this many bytes: then all of it, so the total and the counts are exact.
+pub const COMPLETE_BYTES: u64 = 128 * 1024;
+
 /// A search: what the viewer's URL holds.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Query {
@@ -203,6 +208,8 @@ pub struct Engine {
     pub meta: Meta,
     /// See [`DEFER_BYTES`] (tests lower it to exercise both paths).
     pub defer_bytes: u64,
+    /// See [`COMPLETE_BYTES`] (tests set 0 to read segments progressively at any size).
+    pub complete_bytes: u64,
     by_name: HashMap<String, usize>,
     value_index: Vec<HashMap<String, u32>>,
 }
@@ -218,6 +225,18 @@ pub struct Filters {
     deferred: Vec<(usize, Vec<u32>)>,
     /// The results, once [`Engine::resolve`] applied the deferred filters.
     resolved: Option<RoaringBitmap>,
+    /// Docs below this are evaluated (the segments of common words read so
+    /// far reach this far); the rest is unknown. `items` when complete.
+    limit: u32,
+    /// The exact total when the filters are not complete but it is known anyway
+    /// (one word matching one segmented token, nothing else: its doc count).
+    known_total: Option<u64>,
+    /// The docs the filters other than text and the deferred ones leave
+    /// (`None`: all): text segments holding none of them are not needed.
+    candidates: Option<RoaringBitmap>,
+    /// Text segments were left out for holding no candidates: the selected
+    /// facets' own counts (without their filter) are unknown.
+    skipped: bool,
 }
 
 impl Filters {
@@ -242,7 +261,33 @@ impl Filters {
         all
     }
 
-    /// Every doc matching the query, ascending (after [`Engine::resolve`]).
+    /// Are the results all the docs matching the query? Otherwise they are
+    /// those below [`Filters::limit`], the first in doc order.
+    pub fn complete(&self) -> bool {
+        self.limit >= self.items
+    }
+
+    /// Can every facet's live counts be computed? (Complete, and no text
+    /// segment left out because the selected facets excluded its docs.)
+    pub fn counts_complete(&self) -> bool {
+        self.complete() && !self.skipped
+    }
+
+    /// Docs below this are evaluated.
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    /// The number of matching docs when it is known: always when complete.
+    pub fn total(&self) -> Option<u64> {
+        if self.complete() {
+            Some(self.results().len())
+        } else {
+            self.known_total
+        }
+    }
+
+    /// Every doc matching the query (below [`Filters::limit`]), ascending (after [`Engine::resolve`]).
     pub fn results(&self) -> RoaringBitmap {
         if let Some(r) = &self.resolved {
             return r.clone();
@@ -272,6 +317,44 @@ pub enum CountPlan {
     Blocks { docs: RoaringBitmap, blocks: Vec<u32>, deferred: Vec<(usize, Vec<u32>)> },
     /// The docs span too many blocks: no counts.
     TooBroad,
+    /// The results are not complete (segmented text read in part): no counts.
+    Partial,
+}
+
+/// A segmented token that a query term matches ([`codec::Segmented`]).
+struct SegmentedToken {
+    /// `x/<chunk>-<entry>`: segment `s` is in `<prefix>-<s>.bin`.
+    prefix: String,
+    seg: codec::Segmented,
+    /// Segments 0..loaded are evaluated (in the file store, or not needed).
+    loaded: usize,
+    /// Per segment: does it hold docs the other filters leave?
+    needed: Vec<bool>,
+    /// Some evaluated segment with docs was not read (not needed).
+    skipped: bool,
+}
+
+impl SegmentedToken {
+    fn path(&self, s: usize) -> String {
+        format!("{}-{s}.bin", self.prefix)
+    }
+
+    /// The needed segments not evaluated yet.
+    fn rest(&self) -> impl Iterator<Item = usize> + '_ {
+        (self.loaded..self.seg.segments.len()).filter(|&s| self.needed[s])
+    }
+
+    /// Every segment with docs not read yet (what exact counts need).
+    fn unread<'a>(&'a self, files: &'a dyn Files) -> impl Iterator<Item = usize> + 'a {
+        (1..self.seg.segments.len()).filter(move |&s| self.seg.segments[s].count > 0 && files.get(&self.path(s)).is_none())
+    }
+}
+
+/// One query term: the docs its tokens hold below `limit`.
+struct TermDocs {
+    docs: RoaringBitmap,
+    limit: u32,
+    tokens: usize,
 }
 
 impl Engine {
@@ -281,7 +364,7 @@ impl Engine {
         }
         let by_name = meta.facets.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
         let value_index = meta.facets.iter().map(|f| f.values.iter().enumerate().map(|(i, v)| (v.clone(), i as u32)).collect()).collect();
-        Ok(Engine { meta, defer_bytes: DEFER_BYTES, by_name, value_index })
+        Ok(Engine { meta, defer_bytes: DEFER_BYTES, complete_bytes: COMPLETE_BYTES, by_name, value_index })
     }
 
     pub fn from_json(bytes: &[u8]) -> std::result::Result<Engine, String> {
@@ -403,21 +486,6 @@ impl Engine {
                 Some(a) => a & b,
             })
         };
-        let mut chunks: HashMap<usize, Vec<(String, RoaringBitmap)>> = HashMap::new();
-        for term in Self::terms(q) {
-            let mut b = RoaringBitmap::new();
-            for c in self.text_chunks_for(&term) {
-                if let std::collections::hash_map::Entry::Vacant(e) = chunks.entry(c) {
-                    e.insert(codec::decode_text_chunk(need(files, &format!("x/{c}.bin"))?)?);
-                }
-                for (token, docs) in &chunks[&c] {
-                    if token.starts_with(term.as_str()) {
-                        b |= docs;
-                    }
-                }
-            }
-            and(b);
-        }
         if let Some(to) = q.to {
             let mut b = RoaringBitmap::new();
             if let Some(path) = self.start_year_file(to) {
@@ -455,12 +523,135 @@ impl Engine {
             }
             and(b);
         }
+        // The docs the other filters leave: text segments without any are not read.
+        let candidates = facets.iter().fold(other.clone(), |acc, (_, b)| Some(match acc {
+            None => b.clone(),
+            Some(a) => a & b,
+        }));
+        let (terms, segmented) = self.text_terms(q, files, candidates.as_ref())?;
+        let limit = terms.iter().map(|t| t.limit).min().unwrap_or(u32::MAX).min(self.meta.items);
+        let single = terms.len() == 1 && terms[0].tokens == 1 && segmented.len() == 1;
+        let skipped = segmented.iter().any(|t| t.skipped);
+        for t in terms {
+            other = Some(match other.take() {
+                None => t.docs,
+                Some(a) => a & t.docs,
+            });
+        }
+        // Docs past the segments read so far are unknown.
+        if limit < self.meta.items {
+            if let Some(b) = other.as_mut() {
+                b.remove_range(limit..);
+            }
+        }
         // A filter every doc passes (a box around global footprints) restricts nothing:
         // dropping it keeps the cheap count plans available.
         if other.as_ref().is_some_and(|b| b.len() == self.meta.items as u64) {
             other = None;
         }
-        Ok(Filters { items: self.meta.items, facets, other, deferred, resolved: None })
+        let nothing_else = facets.is_empty() && deferred.is_empty() && q.from.is_none() && q.to.is_none() && q.bbox.is_none();
+        let known_total = (single && nothing_else).then(|| segmented[0].seg.count);
+        Ok(Filters { items: self.meta.items, facets, other, deferred, resolved: None, limit, known_total, candidates, skipped })
+    }
+
+    /// Per query term, the docs of the tokens it prefixes (as far as their
+    /// segments are loaded), and the segmented tokens among them.
+    /// Segments without docs, or without any of `candidates`, count as read.
+    fn text_terms(&self, q: &Query, files: &dyn Files, candidates: Option<&RoaringBitmap>) -> Result<(Vec<TermDocs>, Vec<SegmentedToken>)> {
+        let mut chunks: HashMap<usize, Vec<(String, codec::TextPosting)>> = HashMap::new();
+        let mut terms = Vec::new();
+        let mut segmented = Vec::new();
+        for term in Self::terms(q) {
+            let mut t = TermDocs { docs: RoaringBitmap::new(), limit: u32::MAX, tokens: 0 };
+            for c in self.text_chunks_for(&term) {
+                if let std::collections::hash_map::Entry::Vacant(e) = chunks.entry(c) {
+                    e.insert(codec::decode_text_chunk(need(files, &format!("x/{c}.bin"))?)?);
+                }
+                for (i, (token, posting)) in chunks[&c].iter().enumerate() {
+                    if !token.starts_with(term.as_str()) {
+                        continue;
+                    }
+                    t.tokens += 1;
+                    match posting {
+                        codec::TextPosting::Whole(docs) => t.docs |= docs,
+                        codec::TextPosting::Segmented(seg) => {
+                            t.docs |= &seg.first;
+                            let mut st = SegmentedToken { prefix: format!("x/{c}-{i}"), seg: seg.clone(), loaded: 1, needed: Vec::new(), skipped: false };
+                            st.needed = (0..seg.segments.len())
+                                .map(|s| seg.segments[s].count > 0 && candidates.is_none_or(|c| c.range_cardinality(seg.start(s)..seg.segments[s].end) > 0))
+                                .collect();
+                            while st.loaded < seg.segments.len() {
+                                if let Some(raw) = files.get(&st.path(st.loaded)) {
+                                    t.docs |= codec::decode_postings(raw)?;
+                                } else if st.needed[st.loaded] {
+                                    break;
+                                } else if seg.segments[st.loaded].count > 0 {
+                                    // Not read: no candidate there. The results are exact, but the
+                                    // counts of a selected facet (which leave its own filter out) are not.
+                                    st.skipped = true;
+                                }
+                                st.loaded += 1;
+                            }
+                            if st.loaded < seg.segments.len() {
+                                t.limit = t.limit.min(seg.segments[st.loaded - 1].end);
+                            }
+                            segmented.push(st);
+                        }
+                    }
+                }
+            }
+            terms.push(t);
+        }
+        Ok((terms, segmented))
+    }
+
+    /// Bytes of the text segments the query has not read yet (what counting
+    /// exactly would still download).
+    pub fn rest_bytes(&self, q: &Query, filters: &Filters, files: &dyn Files) -> Result<u64> {
+        let (_, segmented) = self.text_terms(q, files, filters.candidates.as_ref())?;
+        Ok(segmented.iter().map(|t| t.unread(files).map(|s| t.seg.segments[s].bytes as u64).sum::<u64>()).sum())
+    }
+
+    /// The text segments to read next (after [`Engine::resolve`]), or none
+    /// when the results are complete or, unless `exhaustive`, hold the first
+    /// `wanted` results. What is left is read whole when it is at most
+    /// [`COMPLETE_BYTES`]; otherwise the range read grows by an estimate
+    /// of how far the missing results are (at least doubling while none are found).
+    pub fn more_files(&self, q: &Query, filters: &Filters, files: &dyn Files, wanted: u64, exhaustive: bool) -> Result<Vec<String>> {
+        if exhaustive {
+            // Everything, so that the selected facets' counts are exact too.
+            let (_, segmented) = self.text_terms(q, files, filters.candidates.as_ref())?;
+            return Ok(segmented.iter().flat_map(|t| t.unread(files).map(|s| t.path(s))).collect::<BTreeSet<_>>().into_iter().collect());
+        }
+        if filters.complete() {
+            return Ok(Vec::new());
+        }
+        let (_, segmented) = self.text_terms(q, files, filters.candidates.as_ref())?;
+        let rest: u64 = segmented.iter().map(|t| t.rest().map(|s| t.seg.segments[s].bytes as u64).sum::<u64>()).sum();
+        let all = rest <= self.complete_bytes;
+        let have = filters.results().len();
+        if !all && have >= wanted {
+            return Ok(Vec::new());
+        }
+        let limit = filters.limit as u64;
+        let target = if all {
+            u64::MAX
+        } else {
+            match ((wanted - have) * limit).checked_div(have) {
+                Some(gap) => limit + gap * 5 / 4,
+                None => limit * 2,
+            }
+        }
+        .max(limit + 1);
+        let mut out = BTreeSet::new();
+        for t in &segmented {
+            for s in t.rest() {
+                if (t.seg.start(s) as u64) < target && files.get(&t.path(s)).is_none() {
+                    out.insert(t.path(s));
+                }
+            }
+        }
+        Ok(out.into_iter().collect())
     }
 
     /// Files the deferred filters need: the blocks of the docs the other
@@ -534,6 +725,9 @@ impl Engine {
         let selections = self.selections(q);
         (0..self.meta.facets.len())
             .map(|f| {
+                if !filters.complete() || (filters.skipped && selections.iter().any(|(g, _)| *g == f)) {
+                    return CountPlan::Partial;
+                }
                 let others: Vec<&(usize, Vec<u32>)> = selections.iter().filter(|(g, _)| *g != f).collect();
                 if others.is_empty() && filters.other.is_none() {
                     return CountPlan::Global;
@@ -578,7 +772,7 @@ impl Engine {
             let mut counts = vec![0u32; facet.values.len()];
             match plan {
                 CountPlan::Global => counts.clone_from(&facet.counts),
-                CountPlan::TooBroad => {
+                CountPlan::TooBroad | CountPlan::Partial => {
                     out.push(None);
                     continue;
                 }
@@ -674,11 +868,13 @@ pub struct DirFiles {
     /// Compressed bytes read from disk (what a browser would download).
     pub bytes: u64,
     pub requests: u64,
+    /// Print each file read and its size to stderr (`FEDSTAC_SEARCH_TRACE=1`).
+    pub trace: bool,
 }
 
 impl DirFiles {
     pub fn new(dir: impl Into<std::path::PathBuf>) -> DirFiles {
-        DirFiles { dir: dir.into(), files: HashMap::new(), bytes: 0, requests: 0 }
+        DirFiles { dir: dir.into(), files: HashMap::new(), bytes: 0, requests: 0, trace: std::env::var_os("FEDSTAC_SEARCH_TRACE").is_some() }
     }
 
     pub fn load(&mut self, paths: &[String]) -> std::io::Result<()> {
@@ -687,6 +883,9 @@ impl DirFiles {
                 continue;
             }
             let raw = std::fs::read(self.dir.join(p))?;
+            if self.trace {
+                eprintln!("{p}\t{}", raw.len());
+            }
             self.bytes += raw.len() as u64;
             self.requests += 1;
             let plain = codec::inflate(&raw).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{p}: {e}")))?;
@@ -705,7 +904,11 @@ impl Files for DirFiles {
 /// Everything a search returns, natively (the viewer runs the same steps).
 #[derive(Debug, serde::Serialize)]
 pub struct SearchOutcome {
+    /// The number of results when `exact`; otherwise those found so far (a lower bound).
     pub total: u64,
+    /// Is `total` the number of matching items? (False when common words'
+    /// segmented postings were read only as far as the page needs.)
+    pub exact: bool,
     /// Ids of the requested page.
     pub page: Vec<String>,
     /// Every matching id, ascending by doc number (only when asked for).
@@ -717,26 +920,67 @@ pub struct SearchOutcome {
     pub requests: u64,
 }
 
+/// How [`search_dir_opts`] searches.
+#[derive(Debug, Clone, Default)]
+pub struct SearchOptions {
+    /// List every matching id (implies `exact`).
+    pub all: bool,
+    /// Read every segment of common words, so the total and counts are exact.
+    pub exact: bool,
+    /// Another [`DEFER_BYTES`] (0 defers every facet filter it can).
+    pub defer_bytes: Option<u64>,
+    /// Another [`COMPLETE_BYTES`].
+    pub complete_bytes: Option<u64>,
+}
+
 /// Runs a query against an index directory the way the viewer does.
 pub fn search_dir(dir: &std::path::Path, q: &Query, all: bool) -> std::result::Result<SearchOutcome, String> {
-    search_dir_with(dir, q, all, None)
+    search_dir_opts(dir, q, &SearchOptions { all, ..Default::default() })
 }
 
 /// [`search_dir`] with another [`DEFER_BYTES`] (0 defers every facet filter it can).
 pub fn search_dir_with(dir: &std::path::Path, q: &Query, all: bool, defer_bytes: Option<u64>) -> std::result::Result<SearchOutcome, String> {
+    search_dir_opts(dir, q, &SearchOptions { all, defer_bytes, ..Default::default() })
+}
+
+/// The steps of a search up to its results, over a file loader: result files,
+/// then deferred filters and more text segments until [`Engine::more_files`]
+/// asks for nothing more.
+pub fn evaluate<E: From<FormatError>>(engine: &Engine, q: &Query, files: &mut DirFiles, exhaustive: bool, io: impl Fn(std::io::Error) -> E) -> std::result::Result<Filters, E> {
+    files.load(&engine.result_files(q)).map_err(&io)?;
+    let wanted = ((q.page + 1) * PAGE_SIZE) as u64;
+    loop {
+        let mut filters = engine.filters(q, files)?;
+        files.load(&engine.deferred_files(&filters)).map_err(&io)?;
+        engine.resolve(&mut filters, files)?;
+        let more = engine.more_files(q, &filters, files, wanted, exhaustive)?;
+        if more.is_empty() {
+            return Ok(filters);
+        }
+        files.load(&more).map_err(&io)?;
+    }
+}
+
+impl From<FormatError> for String {
+    fn from(e: FormatError) -> String {
+        e.to_string()
+    }
+}
+
+pub fn search_dir_opts(dir: &std::path::Path, q: &Query, opts: &SearchOptions) -> std::result::Result<SearchOutcome, String> {
     let meta = std::fs::read(dir.join("index.json")).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut engine = Engine::from_json(&meta)?;
-    if let Some(d) = defer_bytes {
+    if let Some(d) = opts.defer_bytes {
         engine.defer_bytes = d;
+    }
+    if let Some(c) = opts.complete_bytes {
+        engine.complete_bytes = c;
     }
     let mut files = DirFiles::new(dir);
     files.bytes = meta.len() as u64;
     files.requests = 1;
     let io = |e: std::io::Error| e.to_string();
-    files.load(&engine.result_files(q)).map_err(io)?;
-    let mut filters = engine.filters(q, &files).map_err(|e| e.to_string())?;
-    files.load(&engine.deferred_files(&filters)).map_err(io)?;
-    engine.resolve(&mut filters, &files).map_err(|e| e.to_string())?;
+    let filters = evaluate::<String>(&engine, q, &mut files, opts.all || opts.exact, io)?;
     let results = filters.results();
     let plans = engine.count_plans(q, &filters);
     files.load(&Engine::count_files(&plans)).map_err(io)?;
@@ -745,7 +989,7 @@ pub fn search_dir_with(dir: &std::path::Path, q: &Query, all: bool, defer_bytes:
     files.load(&engine.page_files(&docs)).map_err(io)?;
     let page = engine.rows(&docs, &files).map_err(|e| e.to_string())?.into_iter().map(|d| d.id).collect();
     let (bytes, requests) = (files.bytes, files.requests);
-    let all = if all {
+    let all = if opts.all {
         let docs: Vec<u32> = results.iter().collect();
         files.load(&engine.page_files(&docs)).map_err(io)?;
         Some(engine.rows(&docs, &files).map_err(|e| e.to_string())?.into_iter().map(|d| d.id).collect())
@@ -759,7 +1003,11 @@ pub fn search_dir_with(dir: &std::path::Path, q: &Query, all: bool, defer_bytes:
         .zip(counts)
         .filter_map(|(f, c)| Some((f.name.clone(), f.values.iter().cloned().zip(c?).filter(|(_, n)| *n > 0).collect())))
         .collect();
-    Ok(SearchOutcome { total: results.len(), page, all, counts, bytes, requests })
+    let (total, exact) = match filters.total() {
+        Some(t) => (t, true),
+        None => (results.len(), false),
+    };
+    Ok(SearchOutcome { total, exact, page, all, counts, bytes, requests })
 }
 
 #[cfg(test)]

@@ -191,6 +191,8 @@ pub struct IndexWriter {
     box_index: HashMap<[u64; 4], usize>,
     shard: Vec<Doc>,
     fgb: Option<FgbWriter<'static>>,
+    text_segment_bytes: usize,
+    text_segment_step: u32,
 }
 
 /// A footprint box as a (Multi)Polygon, split at the antimeridian like the item geometry.
@@ -257,11 +259,21 @@ impl IndexWriter {
             box_index: HashMap::new(),
             shard: Vec::new(),
             fgb,
+            text_segment_bytes: TEXT_SEGMENT_BYTES,
+            text_segment_step: 1 << 16,
         })
     }
 
     pub fn items(&self) -> u32 {
         self.n
+    }
+
+    /// Another segment size for text postings than [`TEXT_SEGMENT_BYTES`] and
+    /// other cut points than multiples of 65,536 docs (tests segment every
+    /// token of a small index this way).
+    pub fn set_text_segments(&mut self, bytes: usize, step: u32) {
+        self.text_segment_bytes = bytes.max(1);
+        self.text_segment_step = step.max(1);
     }
 
     /// Adds the next item (doc number = items added before it).
@@ -473,7 +485,8 @@ impl IndexWriter {
         }
         drop(codes);
 
-        // Text chunks: sorted tokens, cut when a chunk's postings pass TEXT_CHUNK_BYTES.
+        // Text chunks: sorted tokens, cut when a chunk's postings pass TEXT_CHUNK_BYTES;
+        // a common token's postings are split by doc range (TextPosting::Segmented).
         let mut tokens: Vec<(String, RoaringBitmap)> = self.tokens.drain().collect();
         tokens.sort_by(|a, b| a.0.cmp(&b.0));
         let mut text_chunks = Vec::new();
@@ -490,8 +503,33 @@ impl IndexWriter {
             // neighbouring word does not download it.
             let next_is_large = i + 1 < tokens.len() && sizes[i + 1] >= TEXT_CHUNK_BYTES / 2;
             if size >= TEXT_CHUNK_BYTES || sizes[i] >= TEXT_CHUNK_BYTES / 2 || next_is_large || i + 1 == tokens.len() {
-                let entries: Vec<(&str, &RoaringBitmap)> = tokens[start..=i].iter().map(|(t, b)| (t.as_str(), b)).collect();
-                sink.put(&format!("x/{}.bin", text_chunks.len()), &codec::encode_text_chunk(&entries))?;
+                let c = text_chunks.len();
+                let mut entries = Vec::with_capacity(i + 1 - start);
+                for (e, (t, b)) in tokens[start..=i].iter().enumerate() {
+                    let posting = if b.serialized_size() > 2 * self.text_segment_bytes {
+                        let mut segments = Vec::new();
+                        let mut first = RoaringBitmap::new();
+                        for (s, (end, mut docs)) in split_by_range(b, n, self.text_segment_bytes, self.text_segment_step).into_iter().enumerate() {
+                            docs.optimize();
+                            let count = docs.len() as u32;
+                            let bytes = if s == 0 {
+                                first = docs;
+                                0
+                            } else {
+                                let file = codec::encode_postings(&docs);
+                                sink.put(&format!("x/{c}-{e}-{s}.bin"), &file)?;
+                                file.len() as u32
+                            };
+                            segments.push(codec::SegmentInfo { end, count, bytes });
+                        }
+                        codec::TextPosting::Segmented(codec::Segmented { count: b.len(), segments, first })
+                    } else {
+                        codec::TextPosting::Whole(b.clone())
+                    };
+                    entries.push((t.as_str(), posting));
+                }
+                let refs: Vec<(&str, &codec::TextPosting)> = entries.iter().map(|(t, p)| (*t, p)).collect();
+                sink.put(&format!("x/{c}.bin"), &codec::encode_text_chunk(&refs))?;
                 text_chunks.push(tokens[start].0.clone());
                 start = i + 1;
                 size = 0;
@@ -583,6 +621,34 @@ impl IndexWriter {
 /// Postings bytes per text chunk before a new chunk starts.
 pub const TEXT_CHUNK_BYTES: usize = 24 * 1024;
 
+/// A token whose postings take more than twice this many bytes (serialized,
+/// before DEFLATE) is split by doc range into segments of about this size,
+/// cut at multiples of 65,536 docs (roaring container bounds). Sites under
+/// 458,752 items (at most 7 roaring containers of at most 8 KB) never reach
+/// it: their postings stay one file.
+pub const TEXT_SEGMENT_BYTES: usize = 32 * 1024;
+
+/// `b` cut into consecutive doc ranges `[previous end, end)` covering `0..n`, each
+/// closed once its postings pass `target` bytes at a multiple of `step` docs.
+fn split_by_range(b: &RoaringBitmap, n: u32, target: usize, step: u32) -> Vec<(u32, RoaringBitmap)> {
+    let mut out: Vec<(u32, RoaringBitmap)> = Vec::new();
+    let mut cur = RoaringBitmap::new();
+    let mut lo = 0u64;
+    while lo < n as u64 {
+        let hi = (lo + step as u64).min(n as u64);
+        cur.append(b.range(lo as u32..hi as u32)).expect("ascending");
+        if cur.serialized_size() >= target {
+            out.push((hi as u32, std::mem::take(&mut cur)));
+        }
+        lo = hi;
+    }
+    match out.last_mut() {
+        Some(last) if cur.is_empty() => last.0 = n,
+        _ => out.push((n, cur)),
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -620,6 +686,113 @@ mod tests {
         assert!(c.iter().eq((0..n).map(code)));
         assert_eq!(c.block(1).len(), BLOCK as usize);
         assert_eq!(c.block(3).len(), 123);
+    }
+
+    /// The same items, with every text posting segmented (64-doc steps) and without.
+    fn segmented_pair() -> (tempfile::TempDir, tempfile::TempDir) {
+        let (whole, seg) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for (dir, segment) in [(&whole, false), (&seg, true)] {
+            let mut sink = DirSink(dir.path().to_path_buf());
+            let opts = Options {
+                facets: vec![("cmip6:variable_id".into(), "variable".into(), "Variable".into()), ("cmip6:realm".into(), "realm".into(), "Realm".into())],
+                fgb: false,
+                site: SiteRef::default(),
+            };
+            let mut w = IndexWriter::new(opts).unwrap();
+            if segment {
+                w.set_text_segments(16, 64);
+            }
+            for i in 0..1500 {
+                // Runs of 50 items per variable, and a rare word now and then.
+                let (v, realm): (&str, &[&str]) = if (i / 50) % 3 == 0 { ("pr", &["atmos", "land"]) } else { ("tas", &["atmos"]) };
+                let mut it = item(i, v, realm, 1850 + (i as i64 % 200), [-180.0, -90.0, 180.0, 90.0]);
+                if i % 97 == 5 {
+                    it.title = "rare sighting".into();
+                }
+                w.add(it, &mut sink).unwrap();
+            }
+            w.finish(&mut sink).unwrap();
+        }
+        (whole, seg)
+    }
+
+    #[test]
+    fn segmented_text_postings_answer_like_whole_ones() {
+        use crate::query::{search_dir_opts, SearchOptions};
+        let (whole, seg) = segmented_pair();
+        assert!(std::fs::read_dir(seg.path().join("x")).unwrap().count() > std::fs::read_dir(whole.path().join("x")).unwrap().count() + 20);
+        let queries: &[&[(&str, &str)]] = &[
+            &[("q", "air")],
+            &[("q", "temperature"), ("page", "7")],
+            &[("q", "near surface air")],
+            &[("q", "precip"), ("f.realm", "land")],
+            &[("q", "rare")],
+            &[("q", "rare air")],
+            &[("q", "air"), ("f.variable", "pr")],
+            &[("q", "t")],
+            &[("q", "air"), ("from", "1900-01-01"), ("to", "1910-12-31")],
+            &[("q", "cmip6 historical")],
+            &[("q", "nosuchword air")],
+        ];
+        for params in queries {
+            let q = Query::from_params(params.iter().copied());
+            let want = search_dir(whole.path(), &q, true).unwrap();
+            assert!(want.exact);
+            // Exhaustive: the same ids, total and counts.
+            let exact = search_dir_opts(seg.path(), &q, &SearchOptions { all: true, ..Default::default() }).unwrap();
+            assert!(exact.exact, "{params:?}");
+            assert_eq!((exact.total, &exact.all, &exact.page, &exact.counts), (want.total, &want.all, &want.page, &want.counts), "{params:?}");
+            // As the viewer reads it: the same page; the total exact or a lower bound, and no counts then.
+            for defer in [None, Some(0)] {
+                let got = search_dir_opts(seg.path(), &q, &SearchOptions { defer_bytes: defer, complete_bytes: Some(0), ..Default::default() }).unwrap();
+                assert_eq!(got.page, want.page, "{params:?}");
+                for (facet, counts) in &got.counts {
+                    assert_eq!(Some(counts), want.counts.get(facet), "{params:?} {facet}");
+                }
+                if got.exact {
+                    assert_eq!(got.total, want.total, "{params:?}");
+                } else {
+                    assert!(got.total < want.total && got.total >= got.page.len() as u64, "{params:?}: {} of {}", got.total, want.total);
+                    assert!(got.counts.is_empty(), "{params:?}");
+                }
+            }
+        }
+        // One word matching one token is counted exactly from its segment counts; the
+        // first page of a common word needs a fraction of its postings.
+        let q = Query::from_params([("q", "temperature")]);
+        let progressive = SearchOptions { complete_bytes: Some(0), ..Default::default() };
+        let (got, exact) = (search_dir_opts(seg.path(), &q, &progressive).unwrap(), search_dir_opts(seg.path(), &q, &SearchOptions { exact: true, ..Default::default() }).unwrap());
+        assert!(got.exact && got.total == exact.total && got.bytes < exact.bytes && got.requests + 10 < exact.requests, "{} vs {} requests", got.requests, exact.requests);
+        let q = Query::from_params([("q", "surface temperature")]);
+        let got = search_dir_opts(seg.path(), &q, &progressive).unwrap();
+        assert!(!got.exact && got.page.len() == crate::PAGE_SIZE);
+        // Small leftovers are read whole: exact.
+        assert!(search_dir(seg.path(), &q, false).unwrap().exact);
+    }
+
+    #[test]
+    fn segmented_index_is_deterministic() {
+        let (a, b) = (segmented_pair().1, segmented_pair().1);
+        let mut files = Vec::new();
+        for e in walk(a.path()) {
+            let rel = e.strip_prefix(a.path()).unwrap().to_path_buf();
+            assert_eq!(std::fs::read(&e).unwrap(), std::fs::read(b.path().join(&rel)).unwrap(), "{}", rel.display());
+            files.push(rel);
+        }
+        assert_eq!(files.len(), walk(b.path()).len());
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
     }
 
     #[test]

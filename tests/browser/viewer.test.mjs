@@ -20,6 +20,8 @@ import { chromium } from 'playwright-core';
 const repo = resolve(dirname(new URL(import.meta.url).pathname), '../..');
 const fedstac = process.env.FEDSTAC_BIN || join(repo, 'target/debug/fedstac');
 const search = join(dirname(fedstac), 'fedstac-search');
+// A synthetic index whose text postings are segmented like a 10M-item one's (index/examples/bench-index.rs).
+const benchIndex = process.env.BENCH_INDEX_BIN || join(dirname(fedstac), 'examples', 'bench-index');
 const dist = process.env.VIEWER_DIST || join(repo, 'target/viewer-dist');
 const nginxBin = process.env.NGINX || '/usr/sbin/nginx';
 const PREFIX = '/demo/';
@@ -61,6 +63,8 @@ async function expectTotal(n) {
 }
 
 async function count(facet, value) {
+  // Live counts fill in after the result rows.
+  await page.locator('.filters[data-counts=ready]').waitFor({ timeout: TIMEOUT });
   const label = page.locator(`fieldset[data-facet=${facet}] li label`, { has: page.locator(`input[data-value="${value}"]`) });
   return Number((await label.locator('.count').textContent()) || 'NaN');
 }
@@ -84,11 +88,13 @@ before(async () => {
     run(fedstac, ['--quiet', 'build', '-c', config]);
   }
   for (const f of readdirSync(dist)) cpSync(join(dist, f), join(www, f), { recursive: true });
+  run(benchIndex, ['100000', join(www, 'synthetic', 'index'), '--no-fgb', '--text-segments=2048,8192']);
   mkdirSync(join(www, 'broken'));
   writeFileSync(join(www, 'sites.json'), JSON.stringify([
     { name: 'ceda', title: 'CEDA test site', href: 'ceda/' },
     { name: 'dkrz', title: 'DKRZ test site', href: 'dkrz/' },
     { name: 'broken', title: 'Site without an index', href: 'broken/' },
+    { name: 'synthetic', title: 'Synthetic, segmented text postings', href: 'synthetic/' },
   ]));
   for (const d of ['logs', 'tmp']) mkdirSync(join(tmp, d));
   writeFileSync(join(tmp, 'nginx.conf'), `
@@ -340,4 +346,25 @@ test('facet checkboxes work from the keyboard', async () => {
   await page.locator('fieldset[data-facet=table] input[data-value=Omon]').focus();
   await page.keyboard.press('Space');
   await expectTotal(engine('ceda', 'f.table=Omon').total);
+});
+
+test('common words are read as far as the page needs: "at least N", then Count all', async () => {
+  const qs = 'q=a+s+t';
+  const partial = engine('synthetic', qs);
+  const exact = JSON.parse(run(search, [join(www, 'synthetic', 'index'), qs, '--exact']));
+  assert.equal(partial.exact, false, 'the query reads the segmented postings in part');
+  assert.ok(partial.total < exact.total);
+  await page.goto(`${base}?site=synthetic&${qs}`);
+  const atLeast = `at least ${partial.total.toLocaleString('en-US')} items`;
+  await page.locator('.results[data-state=ready] #total', { hasText: atLeast }).waitFor({ timeout: TIMEOUT });
+  assert.deepEqual(await page.locator('.row .id').allTextContents(), exact.page);
+  assert.equal(await page.locator('.pager button', { hasText: 'Next' }).isDisabled(), false);
+  await page.locator('.filters[data-counts=ready]').waitFor({ timeout: TIMEOUT });
+  assert.match(await page.locator('fieldset[data-facet=variable] .note').textContent(), /not computed/);
+  await page.locator('button.count-all').click();
+  await expectTotal(exact.total);
+  assert.equal(await page.locator('button.count-all').count(), 0);
+  assert.deepEqual(await page.locator('.row .id').allTextContents(), exact.page);
+  const [value, n] = Object.entries(exact.counts.variable).sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))[0];
+  assert.equal(await count('variable', value), n);
 });

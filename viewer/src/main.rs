@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use fedstac_index::query::{format_time, parse_time, CountPlan, Files, Query};
+use fedstac_index::query::{format_time, parse_time, CountPlan, Files, Filters, Query};
 use fedstac_index::{codec, Doc, Engine, Meta, PAGE_SIZE};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -51,16 +51,34 @@ thread_local! {
 /// What the result area shows.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Outcome {
+    /// The number of results when `exact`, else those found so far (a lower bound).
     total: u64,
+    exact: bool,
+    /// Every result is known (live counts can be computed); otherwise the
+    /// common words' postings were read only as far as the page needs.
+    complete: bool,
+    /// Bytes left to read to make it complete ("Count all").
+    rest_bytes: u64,
     rows: Vec<Doc>,
-    /// Per facet: live counts per value (None: too broad to count).
-    counts: Vec<Option<Vec<u32>>>,
-    /// Bytes and requests this search fetched, and its duration.
+    /// Bytes and requests this search fetched (up to its counts), and the time to its rows.
     bytes: u64,
     requests: u64,
     ms: f64,
     /// When the results were ready (ms since navigation start), for the benchmark.
     ready_at: f64,
+}
+
+/// The live facet counts, which fill in after the result rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Live {
+    /// Per facet: live counts per value (None: too broad to count, or the results are not complete).
+    counts: Vec<Option<Vec<u32>>>,
+    /// The counts are those of the current results.
+    ready: bool,
+    /// The results they were computed for are complete.
+    complete: bool,
+    /// Time from query to counts.
+    ms: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -128,14 +146,32 @@ fn resolve(rel: &str) -> String {
     web_sys::Url::new_with_base(rel, &base).map(|u| u.href()).unwrap_or_else(|_| rel.to_string())
 }
 
+/// A fetch the page's inline script started while the viewer loaded (index.html):
+/// a promise of `{ok, status, buf}`, taken once.
+fn take_prefetched(url: &str) -> Option<js_sys::Promise> {
+    let pre = js_sys::Reflect::get(&window(), &"fedstacPrefetch".into()).ok().filter(|p| p.is_object())?;
+    let p = js_sys::Reflect::get(&pre, &url.into()).ok().filter(|p| !p.is_undefined())?;
+    let _ = js_sys::Reflect::delete_property(pre.unchecked_ref::<js_sys::Object>(), &url.into());
+    p.dyn_into().ok()
+}
+
 async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
-    let resp = wasm_bindgen_futures::JsFuture::from(window().fetch_with_str(url)).await.map_err(|e| format!("network error ({})", js_error(&e)))?;
-    let resp: web_sys::Response = resp.unchecked_into();
-    if !resp.ok() {
-        return Err(format!("HTTP {}", resp.status()));
-    }
-    let buf = wasm_bindgen_futures::JsFuture::from(resp.array_buffer().map_err(|e| js_error(&e))?).await.map_err(|e| js_error(&e))?;
-    let bytes = js_sys::Uint8Array::new(&buf).to_vec();
+    let bytes = if let Some(pre) = take_prefetched(url) {
+        let v = wasm_bindgen_futures::JsFuture::from(pre).await.map_err(|e| format!("network error ({})", js_error(&e)))?;
+        let field = |k: &str| js_sys::Reflect::get(&v, &k.into()).unwrap_or(wasm_bindgen::JsValue::UNDEFINED);
+        if field("ok").as_bool() != Some(true) {
+            return Err(format!("HTTP {}", field("status").as_f64().unwrap_or(0.0)));
+        }
+        js_sys::Uint8Array::new(&field("buf")).to_vec()
+    } else {
+        let resp = wasm_bindgen_futures::JsFuture::from(window().fetch_with_str(url)).await.map_err(|e| format!("network error ({})", js_error(&e)))?;
+        let resp: web_sys::Response = resp.unchecked_into();
+        if !resp.ok() {
+            return Err(format!("HTTP {}", resp.status()));
+        }
+        let buf = wasm_bindgen_futures::JsFuture::from(resp.array_buffer().map_err(|e| js_error(&e))?).await.map_err(|e| js_error(&e))?;
+        js_sys::Uint8Array::new(&buf).to_vec()
+    };
     FETCHED.with(|f| {
         let mut f = f.borrow_mut();
         f.0 += bytes.len() as u64;
@@ -183,25 +219,59 @@ async fn load_site(base: String) -> Result<Rc<SiteData>, String> {
     Ok(site)
 }
 
-async fn search(site: Rc<SiteData>, q: Query) -> Result<Outcome, String> {
+/// Evaluates a query up to its results: the filter files, then deferred
+/// filters and more text segments until the engine needs nothing more (it
+/// stops once the page is filled, unless `exhaustive`).
+async fn evaluate(site: &Rc<SiteData>, q: &Query, exhaustive: bool) -> Result<Filters, String> {
+    let engine = &site.engine;
+    let e = |e: fedstac_index::codec::FormatError| e.to_string();
+    fetch_index_files(site, engine.result_files(q)).await?;
+    let wanted = ((q.page + 1) * PAGE_SIZE) as u64;
+    loop {
+        let mut filters = engine.filters(q, &Store(site.files.borrow())).map_err(e)?;
+        fetch_index_files(site, engine.deferred_files(&filters)).await?;
+        engine.resolve(&mut filters, &Store(site.files.borrow())).map_err(e)?;
+        let more = engine.more_files(q, &filters, &Store(site.files.borrow()), wanted, exhaustive).map_err(e)?;
+        if more.is_empty() {
+            return Ok(filters);
+        }
+        fetch_index_files(site, more).await?;
+    }
+}
+
+/// Runs a search: result rows first (`on_rows`), then the live counts (`on_counts`), whose files are fetched alongside the rows.
+async fn search(site: Rc<SiteData>, q: Query, exhaustive: bool, on_rows: impl Fn(Outcome), on_counts: impl Fn(Live, u64, u64)) -> Result<(), String> {
     let started = now();
     let before = FETCHED.with(|f| *f.borrow());
     let engine = &site.engine;
-    fetch_index_files(&site, engine.result_files(&q)).await?;
-    let mut filters = engine.filters(&q, &Store(site.files.borrow())).map_err(|e| e.to_string())?;
-    fetch_index_files(&site, engine.deferred_files(&filters)).await?;
-    engine.resolve(&mut filters, &Store(site.files.borrow())).map_err(|e| e.to_string())?;
+    let filters = evaluate(&site, &q, exhaustive).await?;
     let results = filters.results();
+    let (total, exact) = match filters.total() {
+        Some(t) => (t, true),
+        None => (results.len(), false),
+    };
+    let complete = filters.counts_complete();
+    let rest_bytes = if complete { 0 } else { engine.rest_bytes(&q, &filters, &Store(site.files.borrow())).map_err(|e| e.to_string())? };
     let plans: Vec<CountPlan> = engine.count_plans(&q, &filters);
     let docs = Engine::page_docs(&results, q.page);
-    let mut need = Engine::count_files(&plans);
-    need.extend(engine.page_files(&docs));
-    fetch_index_files(&site, need).await?;
-    let files = Store(site.files.borrow());
-    let counts = engine.counts(&plans, &files).map_err(|e| e.to_string())?;
-    let rows = engine.rows(&docs, &files).map_err(|e| e.to_string())?;
+    let rows = async {
+        fetch_index_files(&site, engine.page_files(&docs)).await?;
+        let rows = engine.rows(&docs, &Store(site.files.borrow())).map_err(|e| e.to_string())?;
+        let after = FETCHED.with(|f| *f.borrow());
+        on_rows(Outcome { total, exact, complete, rest_bytes, rows, bytes: after.0 - before.0, requests: after.1 - before.1, ms: now() - started, ready_at: now() });
+        Ok::<_, String>(())
+    };
+    let counts = async {
+        fetch_index_files(&site, Engine::count_files(&plans)).await?;
+        Ok::<_, String>(())
+    };
+    let (r, c) = futures::future::join(rows, counts).await;
+    r?;
+    c?;
+    let counts = engine.counts(&plans, &Store(site.files.borrow())).map_err(|e| e.to_string())?;
     let after = FETCHED.with(|f| *f.borrow());
-    Ok(Outcome { total: results.len(), rows, counts, bytes: after.0 - before.0, requests: after.1 - before.1, ms: now() - started, ready_at: now() })
+    on_counts(Live { counts, ready: true, complete, ms: now() - started }, after.0 - before.0, after.1 - before.1);
+    Ok(())
 }
 
 fn main() {
@@ -222,6 +292,9 @@ fn App() -> impl IntoView {
     let meta: RwSignal<Option<Arc<Meta>>> = RwSignal::new(None);
     let status = RwSignal::new(Status::Loading);
     let outcome = RwSignal::new(Outcome::default());
+    let live = RwSignal::new(Live::default());
+    // The query (without its page) whose total the user asked to count exactly.
+    let exact_for: RwSignal<Option<Query>> = RwSignal::new(None);
     let generation = StoredValue::new(0u64);
 
     // Back/forward: the URL is the state.
@@ -258,6 +331,7 @@ fn App() -> impl IntoView {
         meta.set(None);
         // Counts of another site's values must not meet this site's facets.
         outcome.set(Outcome::default());
+        live.set(Live::default());
         status.set(Status::Loading);
         spawn_local(async move {
             match load_site(base).await {
@@ -270,27 +344,46 @@ fn App() -> impl IntoView {
     // Search whenever the query or the site changes; stale answers are dropped.
     Effect::new(move |_| {
         let q = state.with(|s| s.query.clone());
+        let exhaustive = exact_for.with(|e| e.as_ref().is_some_and(|e| *e == Query { page: 0, ..q.clone() }));
         let (Some(base), Some(_)) = (base.get(), meta.get()) else { return };
         let id = generation.get_value() + 1;
         generation.set_value(id);
         status.set(Status::Loading);
+        live.update(|l| l.ready = false);
         spawn_local(async move {
+            let current = move || generation.get_value() == id;
             let result = match load_site(base).await {
-                Ok(site) => search(site, q).await,
+                Ok(site) => {
+                    search(
+                        site,
+                        q,
+                        exhaustive,
+                        move |o| {
+                            if current() {
+                                outcome.set(o);
+                                status.set(Status::Ready);
+                            }
+                        },
+                        move |l, bytes, requests| {
+                            if current() {
+                                live.set(l);
+                                outcome.update(|o| {
+                                    o.bytes = bytes;
+                                    o.requests = requests;
+                                });
+                            }
+                        },
+                    )
+                    .await
+                }
                 Err(e) => Err(e),
             };
-            if generation.get_value() != id {
-                return;
-            }
-            match result {
-                Ok(o) => {
-                    outcome.set(o);
-                    status.set(Status::Ready);
-                }
-                Err(e) => status.set(Status::Failed(e)),
+            if let (Err(e), true) = (result, current()) {
+                status.set(Status::Failed(e));
             }
         });
     });
+    let count_all = Callback::new(move |_: ()| exact_for.set(Some(Query { page: 0, ..state.get_untracked().query })));
 
     // Every user action goes through here: new state, new history entry.
     let navigate = move |next: State| {
@@ -330,12 +423,12 @@ fn App() -> impl IntoView {
         } else {
             view! {
                 <main class="layout">
-                    <aside class="filters" aria-label="Filters">
+                    <aside class="filters" aria-label="Filters" data-counts=move || if live.with(|l| l.ready) { "ready" } else { "loading" }>
                         <TimeFilter state=state/>
                         <BboxFilter state=state/>
-                        <Facets meta=meta outcome=outcome state=state/>
+                        <Facets meta=meta live=live state=state/>
                     </aside>
-                    <Results outcome=outcome status=status state=state/>
+                    <Results outcome=outcome live=live status=status state=state count_all=count_all/>
                 </main>
             }.into_any()
         }}
@@ -395,23 +488,24 @@ fn SitePicker(sites: RwSignal<Option<Vec<SiteEntry>>>, state: RwSignal<State>) -
 const SHOWN_VALUES: usize = 8;
 
 #[component]
-fn Facets(meta: RwSignal<Option<Arc<Meta>>>, outcome: RwSignal<Outcome>, state: RwSignal<State>) -> impl IntoView {
+fn Facets(meta: RwSignal<Option<Arc<Meta>>>, live: RwSignal<Live>, state: RwSignal<State>) -> impl IntoView {
     move || {
         let Some(m) = meta.get() else { return ().into_any() };
-        (0..m.facets.len()).map(|i| view! { <Facet meta=m.clone() index=i outcome=outcome state=state/> }).collect_view().into_any()
+        (0..m.facets.len()).map(|i| view! { <Facet meta=m.clone() index=i live=live state=state/> }).collect_view().into_any()
     }
 }
 
 #[component]
-fn Facet(meta: Arc<Meta>, index: usize, outcome: RwSignal<Outcome>, state: RwSignal<State>) -> impl IntoView {
+fn Facet(meta: Arc<Meta>, index: usize, live: RwSignal<Live>, state: RwSignal<State>) -> impl IntoView {
     let expanded = RwSignal::new(false);
     let facet = meta.facets[index].clone();
     let name = facet.name.clone();
     let label = facet.label.clone();
     let body = move || {
-        let counts = outcome.with(|o| o.counts.get(index).cloned().flatten());
+        let counts = live.with(|l| l.counts.get(index).cloned().flatten());
         let selected: Vec<String> = state.with(|s| s.query.facets.get(&facet.name).cloned().unwrap_or_default());
-        let broad = counts.is_none() && !outcome.with(|o| o.counts.is_empty());
+        let broad = counts.is_none() && !live.with(|l| l.counts.is_empty());
+        let partial = !live.with(|l| l.complete);
         // Selected values first, then by count (or name when counts are unknown).
         let mut values: Vec<(String, Option<u32>, bool)> = facet
             .values
@@ -452,7 +546,11 @@ fn Facet(meta: Arc<Meta>, index: usize, outcome: RwSignal<Outcome>, state: RwSig
                     }
                 }).collect_view()}
             </ul>
-            {if broad { view! { <p class="note">"Counts are not computed for this broad combination."</p> }.into_any() } else { ().into_any() }}
+            {if broad && partial {
+                view! { <p class="note">"Counts are not computed: common words were read only as far as the result page needs."</p> }.into_any()
+            } else if broad {
+                view! { <p class="note">"Counts are not computed for this broad combination."</p> }.into_any()
+            } else { ().into_any() }}
             {if more {
                 view! { <button type="button" class="more" on:click=move |_| expanded.update(|e| *e = !*e)>{move || if expanded.get() { "fewer" } else { "more…" }}</button> }.into_any()
             } else { ().into_any() }}
@@ -574,8 +672,9 @@ const CONTINENTS: &[&str] = &[
 ];
 
 #[component]
-fn Results(outcome: RwSignal<Outcome>, status: RwSignal<Status>, state: RwSignal<State>) -> impl IntoView {
+fn Results(outcome: RwSignal<Outcome>, live: RwSignal<Live>, status: RwSignal<Status>, state: RwSignal<State>, count_all: Callback<()>) -> impl IntoView {
     let pages = move || outcome.with(|o| o.total.div_ceil(PAGE_SIZE as u64)).max(1);
+    let exact = move || outcome.with(|o| o.exact);
     let page = move || state.with(|s| s.query.page) as u64;
     let go = move |p: usize| {
         let mut next = state.get_untracked();
@@ -591,10 +690,20 @@ fn Results(outcome: RwSignal<Outcome>, status: RwSignal<Status>, state: RwSignal
     view! {
         <section class="results" aria-live="polite" data-state=state_attr>
             <Chips state=state/>
-            <p class="total" id="total">{move || {
+            <p class="total" id="total" data-exact=move || { exact().to_string() }>{move || {
                 let o = outcome.get();
-                format!("{} item{}", group(o.total), if o.total == 1 { "" } else { "s" })
+                let n = format!("{} item{}", group(o.total), if o.total == 1 { "" } else { "s" });
+                if o.exact { n } else { format!("at least {n}") }
             }}</p>
+            {move || outcome.with(|o| (!o.exact && o.rest_bytes > 0).then(|| {
+                let label = format!("Count all ({:.0} KB more)", o.rest_bytes as f64 / 1024.0);
+                view! {
+                    <p class="partial">
+                        <span class="note">"Common words are read only as far as this page needs: these are the results found so far. "</span>
+                        <button type="button" class="count-all" on:click=move |_| count_all.run(())>{label}</button>
+                    </p>
+                }
+            }))}
             <ol class="rows" start=move || { (page() * PAGE_SIZE as u64 + 1).to_string() }>
                 {move || outcome.get().rows.into_iter().map(|d| {
                     let href = d.href.clone();
@@ -614,11 +723,12 @@ fn Results(outcome: RwSignal<Outcome>, status: RwSignal<Status>, state: RwSignal
             </ol>
             <nav class="pager" aria-label="Result pages">
                 <button type="button" disabled=move || { page() == 0 } on:click=move |_| go(page() as usize - 1)>"← Previous"</button>
-                <span>{move || format!("page {} of {}", page() + 1, pages())}</span>
-                <button type="button" disabled=move || { page() + 1 >= pages() } on:click=move |_| go(page() as usize + 1)>"Next →"</button>
+                <span>{move || format!("page {} of {}{}", page() + 1, if exact() { "" } else { "at least " }, pages())}</span>
+                <button type="button" disabled=move || { page() + 1 >= pages() && exact() } on:click=move |_| go(page() as usize + 1)>"Next →"</button>
             </nav>
-            <p class="stats" id="stats" data-bytes=move || { outcome.with(|o| o.bytes.to_string()) } data-requests=move || { outcome.with(|o| o.requests.to_string()) } data-ms=move || { outcome.with(|o| format!("{:.1}", o.ms)) } data-ready-at=move || { outcome.with(|o| format!("{:.1}", o.ready_at)) }>
-                {move || outcome.with(|o| format!("{} index requests, {:.1} KB, {:.0} ms", o.requests, o.bytes as f64 / 1024.0, o.ms))}
+            <p class="stats" id="stats" data-counts-ms=move || { live.with(|l| format!("{:.1}", l.ms)) } data-bytes=move || { outcome.with(|o| o.bytes.to_string()) } data-requests=move || { outcome.with(|o| o.requests.to_string()) } data-ms=move || { outcome.with(|o| format!("{:.1}", o.ms)) } data-ready-at=move || { outcome.with(|o| format!("{:.1}", o.ready_at)) }>
+                {move || outcome.with(|o| format!("{} index requests, {:.1} KB, results in {:.0} ms", o.requests, o.bytes as f64 / 1024.0, o.ms))}
+                {move || live.with(|l| if l.ready { format!(", counts in {:.0} ms", l.ms) } else { String::new() })}
             </p>
         </section>
     }

@@ -1,18 +1,23 @@
 //! Runs one search against an index directory the way the viewer does and
 //! prints the outcome as JSON (for the cross-checks and the benchmark):
-//!   fedstac-search <site>/index 'f.variable=tas&from=2015-01-01' [--all]
+//!   fedstac-search <site>/index 'f.variable=tas&from=2015-01-01' [--all] [--exact]
+//! `--all` lists every matching id; `--exact` (implied by `--all`) reads all
+//! of the segmented postings of common words, so the total and the counts are
+//! exact (without it the engine reads them as far as the page needs, as the
+//! viewer does, and says `"exact": false` when the total is a lower bound).
 use std::process::ExitCode;
 
-use fedstac_index::query::{search_dir_with, Query};
+use fedstac_index::query::{search_dir_opts, Query, SearchOptions};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let all = args.iter().any(|a| a == "--all");
+    let exact = args.iter().any(|a| a == "--exact");
     // --defer-bytes=N: evaluate facet filters with postings over N bytes from the blocks (tests use 0).
     let defer = args.iter().find_map(|a| a.strip_prefix("--defer-bytes=")).and_then(|v| v.parse().ok());
     let rest: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let [dir, query] = rest[..] else {
-        eprintln!("usage: fedstac-search <index dir> <url query string> [--all] [--defer-bytes=N]");
+        eprintln!("usage: fedstac-search <index dir> <url query string> [--all] [--exact] [--defer-bytes=N]");
         return ExitCode::from(2);
     };
     let pairs: Vec<(String, String)> = query.trim_start_matches('?').split('&').filter(|p| !p.is_empty()).map(|p| {
@@ -20,7 +25,7 @@ fn main() -> ExitCode {
         (decode(k), decode(v))
     }).collect();
     let q = Query::from_params(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    match search_dir_with(std::path::Path::new(dir), &q, all, defer) {
+    match search_dir_opts(std::path::Path::new(dir), &q, &SearchOptions { all, exact, defer_bytes: defer, complete_bytes: None }) {
         Ok(out) => {
             println!("{}", serde_json::to_string(&out).expect("serializable"));
             ExitCode::SUCCESS
