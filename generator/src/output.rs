@@ -441,7 +441,7 @@ impl SiteWriter {
         let key = path_key(rel_path);
         let before = self.previous.get(key);
         let source = self.live.join(&rel);
-        if self.keep_or_link(&rel, rel_path, key, before == Some((sha, size)))? {
+        if self.keep_or_link(&rel, rel_path, key, before, (sha, size))? {
             self.previous_seen += 1;
             self.stats.unchanged += 1;
             self.manifest_line(rel_path, key, &sha, size, stac)?;
@@ -471,25 +471,25 @@ impl SiteWriter {
 
     /// Readies the new tree's place for `rel`: true when it holds the live
     /// file already (kept from the spare, or hard-linked now; only if
-    /// `live_same`, the live tree holding the wanted bytes), else false with
+    /// the live tree holds `want` (its entry `before`)), else false with
     /// the place free for a new file. A second write of a path is refused.
-    fn keep_or_link(&mut self, rel: &Path, rel_path: &str, key: u128, live_same: bool) -> Result<bool> {
+    fn keep_or_link(&mut self, rel: &Path, rel_path: &str, key: u128, before: Option<([u8; 32], u64)>, want: ([u8; 32], u64)) -> Result<bool> {
+        let live_same = before == Some(want);
+        let had = match self.spare.as_mut() {
+            Some(spare) => Some(spare.mark(key).map_err(|()| twice(rel_path))?),
+            None => None,
+        };
+        // Same digest in the spare and the live tree: one file (see `Spare`), kept as it is.
+        if live_same && had == Some(Some(want)) {
+            return Ok(true);
+        }
         let target = self.staging.join(rel);
-        match self.spare.as_mut() {
-            Some(spare) => {
-                let had = spare.mark(key).map_err(|()| twice(rel_path))?;
-                // Same digest in the spare and the live tree: one file (see `Spare`), kept as it is.
-                if live_same && had.is_some() && had == self.previous.get(key) {
-                    return Ok(true);
-                }
-                if had.is_some() {
-                    let name = self.live.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                    spare.discard(&target, &name)?;
-                } else {
-                    self.make_parent(&target)?;
-                }
+        match (had, self.spare.as_mut()) {
+            (Some(Some(_)), Some(spare)) => {
+                let name = self.live.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                spare.discard(&target, &name)?;
             }
-            None => self.make_parent(&target)?,
+            _ => self.make_parent(&target)?,
         }
         if !live_same {
             return Ok(false);
@@ -577,7 +577,7 @@ impl SiteWriter {
         refuse_own_files(rel_path)?;
         let key = path_key(rel_path);
         let before = self.previous.get(key);
-        if self.keep_or_link(&rel, rel_path, key, before == Some((sha, size)))? {
+        if self.keep_or_link(&rel, rel_path, key, before, (sha, size))? {
             self.stats.unchanged += 1;
         } else {
             let target = self.staging.join(&rel);
@@ -917,24 +917,25 @@ impl Previous {
     /// where the key's value says and widens until it brackets the key (a
     /// few nearby cache lines, not a binary search's ~18 far-apart ones).
     fn index_of(&self, key: u128) -> Option<usize> {
-        let (v, key) = (&self.0, key.to_le_bytes());
+        // Byte order is the order of the bytes read as a big-endian number: compared as one.
+        let (v, key) = (&self.0, u128::from_be_bytes(key.to_le_bytes()));
+        let at = |i: usize| u128::from_be_bytes(v[i].0);
         let n = v.len();
         if n == 0 {
             return None;
         }
-        let top = u64::from_be_bytes(key[..8].try_into().expect("8 bytes"));
-        let guess = ((top as u128 * n as u128) >> 64) as usize;
+        let guess = (((key >> 64) * n as u128) >> 64) as usize;
         let (mut lo, mut hi, mut step) = (guess, guess + 1, 16);
-        while lo > 0 && v[lo].0 > key {
+        while lo > 0 && at(lo) > key {
             lo = lo.saturating_sub(step);
             step *= 2;
         }
         step = 16;
-        while hi < n && v[hi - 1].0 < key {
+        while hi < n && at(hi - 1) < key {
             hi = (hi + step).min(n);
             step *= 2;
         }
-        v[lo..hi].binary_search_by(|e| e.0.cmp(&key)).ok().map(|i| lo + i)
+        v[lo..hi].binary_search_by(|e| u128::from_be_bytes(e.0).cmp(&key)).ok().map(|i| lo + i)
     }
 
     fn len(&self) -> usize {

@@ -176,8 +176,9 @@ impl Site {
             Ok(())
         };
         let stac_json: std::collections::HashSet<&str> = manifest.iter().filter(|(_, e)| e.stac).map(|(p, _)| p.as_str()).collect();
+        let index_dir = format!("{}/", fedstac_index::DIR);
         for (rel, entry) in manifest {
-            if rel == MANIFEST || rel == BUNDLE || rel.starts_with(&format!("{}/", fedstac_index::DIR)) {
+            if rel == MANIFEST || rel == BUNDLE || rel.starts_with(&index_dir) {
                 continue;
             }
             if !entry.stac {
@@ -222,7 +223,7 @@ impl Site {
                 if catalogue.file_written_item(&recipe.file.collection, &recipe.file.extensions, facts, hierarchy)? {
                     source.carry(&mut writer, rel, entry)?;
                     source.carry(&mut writer, &html_rel, html_entry)?;
-                    search.add(&mut writer, indexed.clone()).with_context(|| format!("indexing item {id}"))?;
+                    search.add_ref(&mut writer, indexed).with_context(|| format!("indexing item {id}"))?;
                 }
                 next.insert(rel.clone(), kept.clone());
                 continue;
