@@ -558,8 +558,8 @@ impl SiteWriter {
     fn manifest_line(&mut self, rel_path: &str, key: u128, sha: &[u8; 32], size: u64, stac: bool) -> Result<()> {
         self.written += 1;
         let sep = if self.written == 1 { "" } else { "," };
-        let entry = serde_json::to_string(&ManifestEntry { sha256: hex::encode(sha), size, stac })?;
-        write!(self.manifest, "{sep}\n{}: {entry}", serde_json::to_string(rel_path)?)?;
+        self.manifest.write_all(sep.as_bytes())?;
+        write_manifest_entry(&mut self.manifest, rel_path, sha, size, stac)?;
         if let Some(entries) = self.entries.as_mut() {
             entries.push((key.to_le_bytes(), *sha, size));
         }
@@ -859,6 +859,30 @@ fn clear_old_trees(parent: &Path, name: &str) {
     }
 }
 
+/// One manifest line, `\n"<path>": {"sha256":"<hex>","size":<n>[,"stac":true]}`:
+/// the bytes serde_json writes for the path and a [`ManifestEntry`], without
+/// its allocations (a path that needs escaping goes through serde_json).
+fn write_manifest_entry(out: &mut impl Write, rel_path: &str, sha: &[u8; 32], size: u64, stac: bool) -> Result<()> {
+    let mut hex = [0u8; 64];
+    hex::encode_to_slice(sha, &mut hex)?;
+    out.write_all(b"\n")?;
+    if rel_path.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.write_all(b"\"")?;
+        out.write_all(rel_path.as_bytes())?;
+        out.write_all(b"\"")?;
+    } else {
+        serde_json::to_writer(&mut *out, rel_path)?;
+    }
+    out.write_all(b": {\"sha256\":\"")?;
+    out.write_all(&hex)?;
+    write!(out, "\",\"size\":{size}")?;
+    if stac {
+        out.write_all(b",\"stac\":true")?;
+    }
+    out.write_all(b"}")?;
+    Ok(())
+}
+
 fn twice(rel_path: &str) -> anyhow::Error {
     anyhow::anyhow!("two outputs want the same path {rel_path}")
 }
@@ -989,6 +1013,19 @@ fn sync_tree(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn manifest_lines_are_what_serde_json_writes() {
+        for path in ["CMIP6/a/b.json", "index/f/1-2.bin", "caf\u{e9}/\u{7f}x.json", "a\"b.json", "a\\b", "tab\there", "nl\n"] {
+            for (size, stac) in [(0, false), (12345678901, true)] {
+                let sha = Sha256::digest(path.as_bytes()).into();
+                let mut fast = Vec::new();
+                write_manifest_entry(&mut fast, path, &sha, size, stac).unwrap();
+                let entry = serde_json::to_string(&ManifestEntry { sha256: hex::encode(sha), size, stac }).unwrap();
+                assert_eq!(String::from_utf8(fast).unwrap(), format!("\n{}: {entry}", serde_json::to_string(path).unwrap()));
+            }
+        }
+    }
 
     #[test]
     fn finds_every_key_and_no_other() {
