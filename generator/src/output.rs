@@ -81,7 +81,7 @@ pub struct SiteWriter {
     /// Writing over the spare tree in place (see [`Spare`]) instead of into a new one.
     spare: Option<Spare>,
     /// The new manifest's entries, kept for the next writer of this process (a long-running receiver).
-    entries: Option<Vec<([u8; 16], [u8; 32], u64)>>,
+    entries: Option<Vec<Entry>>,
     /// Where the bundle and manifest are written until the commit (in place: beside the tree, whose own copies are the spare's).
     bundle_path: PathBuf,
     manifest_path: PathBuf,
@@ -190,6 +190,9 @@ const RECORD_BATCH: usize = 128;
 
 /// A file's SHA-256 and size.
 type Digest256 = ([u8; 32], u64);
+
+/// A manifest entry as kept in memory: path key (little-endian bytes), SHA-256, size.
+type Entry = ([u8; 16], [u8; 32], u64);
 
 /// One record of the bundle, in write order: its bytes, or a file holding them.
 enum Record {
@@ -669,7 +672,7 @@ impl SiteWriter {
                         None
                     }
                 };
-                entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                entries.sort_unstable_by_key(|e| e.0);
                 entries.dedup_by(|a, b| a.0 == b.0);
                 if let Some(id) = file_id(&self.live.join(MANIFEST)) {
                     keep(KeptSite { live: self.live.clone(), manifest_id: id, previous: Previous(entries), exact: true, spare });
@@ -682,7 +685,7 @@ impl SiteWriter {
         } else {
             std::fs::rename(&self.staging, &self.live).with_context(|| format!("moving {} into place", self.live.display()))?;
             if let (Some(mut entries), Some(id)) = (self.entries.take(), file_id(&self.live.join(MANIFEST))) {
-                entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                entries.sort_unstable_by_key(|e| e.0);
                 entries.dedup_by(|a, b| a.0 == b.0);
                 keep(KeptSite { live: self.live.clone(), manifest_id: id, previous: Previous(entries), exact: true, spare: None });
             }
@@ -746,7 +749,7 @@ pub fn prepare_spare(live: &Path) -> Result<()> {
         }
         return remove_tree_in_background(building);
     }
-    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    entries.sort_unstable_by_key(|e| e.0);
     entries.dedup_by(|a, b| a.0 == b.0);
     // Once swapped out, the live tree is a spare too, if it holds nothing but what its manifest lists.
     let exact = count_files(live).is_some_and(|n| n == entries.len() + 1);
@@ -972,7 +975,7 @@ impl Previous {
 fn read_manifest(path: &Path) -> Previous {
     let mut out = Vec::new();
     let done = |mut out: Vec<([u8; 16], [u8; 32], u64)>| {
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out.sort_unstable_by_key(|e| e.0);
         out.dedup_by(|a, b| a.0 == b.0);
         out.shrink_to_fit();
         Previous(out)
@@ -1031,7 +1034,7 @@ mod tests {
     fn finds_every_key_and_no_other() {
         let keys: Vec<u128> = (0..5000).map(|i| path_key(&format!("p{i}"))).collect();
         let mut v: Vec<([u8; 16], [u8; 32], u64)> = keys.iter().map(|k| (k.to_le_bytes(), [0; 32], 0)).collect();
-        v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        v.sort_unstable_by_key(|e| e.0);
         let p = Previous(v);
         for k in &keys {
             assert_eq!(p.index_of(*k).map(|i| p.0[i].0), Some(k.to_le_bytes()));
