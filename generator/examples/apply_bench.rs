@@ -2,6 +2,7 @@
 //! applier does for a bulk POST), for profiling:
 //!   cargo run --release --example apply_bench -- <site dir> <items> [rounds]
 //! The site directory is rewritten in place (use a copy: `cp -al`).
+//! APPLY_WARM=1: first what the receiver does at its start (`Site::warm_up`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,6 +20,12 @@ fn main() -> anyhow::Result<()> {
     let info = SiteInfo { name: "bench".into(), title: "Publishing benchmark".into(), description: String::new(), url: None };
     let recipes: Vec<String> = fedstac::recipe::builtin_names().map(String::from).collect();
     let site = Site::open(dir, &info, &recipes, None)?;
+    if std::env::var_os("APPLY_WARM").is_some() {
+        // What the receiver does at its start.
+        let started = std::time::Instant::now();
+        site.warm_up()?;
+        println!("warm-up: {:.2} s", started.elapsed().as_secs_f64());
+    }
     let template = walkdir_first(&dir.join("CMIP6")).expect("an item");
     let mut t: Value = serde_json::from_slice(&std::fs::read(&template)?)?;
     strip_tree_links(&mut t);

@@ -76,12 +76,123 @@ pub struct SiteWriter {
     committed: bool,
     /// Remove the old tree on a background thread after the swap (a long-running receiver).
     background_cleanup: bool,
+    /// `previous` is what this process wrote last (the live tree holds exactly those files).
+    previous_kept: bool,
+    /// Writing over the spare tree in place (see [`Spare`]) instead of into a new one.
+    spare: Option<Spare>,
+    /// The new manifest's entries, kept for the next writer of this process (a long-running receiver).
+    entries: Option<Vec<Entry>>,
+    /// Where the bundle and manifest are written until the commit (in place: beside the tree, whose own copies are the spare's).
+    bundle_path: PathBuf,
+    manifest_path: PathBuf,
+}
+
+/// The tree a long-running writer swapped out last (the live tree before
+/// it), kept beside the site (`.<name>.spare`) with its manifest's entries:
+/// the next writer of the same process brings it up to date in place (files
+/// whose digest differs from the new one's are replaced, those the new tree
+/// lacks removed) and swaps it in, so an apply touches what changed since
+/// the tree before last, not every file of the site. Unchanged files of the
+/// two trees are hard links of one another (each was linked from the live
+/// tree of its time), so a file kept as it stands in the spare is the live
+/// file, mtime and all, as a new tree would have it. Trusted only within the
+/// process that wrote it; any other process clears it like an old tree.
+struct Spare {
+    entries: Previous,
+    /// Replaced files are moved here (beside the tree, named like an old
+    /// tree) and removed in the background: freeing them is what costs.
+    trash: Option<PathBuf>,
+    trashed: u64,
+    /// The directory holding the site and its spare.
+    root_parent: PathBuf,
+    /// One bit per entry: written again by this writer.
+    seen: Vec<u64>,
+    seen_count: usize,
+}
+
+impl Spare {
+    fn new(entries: Previous, root_parent: PathBuf) -> Spare {
+        Spare { seen: vec![0; entries.len().div_ceil(64)], entries, seen_count: 0, trash: None, trashed: 0, root_parent }
+    }
+
+    /// The spare's entry for a path key, marking it written; `Err` for a second write of one path.
+    fn mark(&mut self, key: u128) -> std::result::Result<Option<([u8; 32], u64)>, ()> {
+        let Some(i) = self.entries.index_of(key) else { return Ok(None) };
+        let (word, bit) = (i / 64, 1u64 << (i % 64));
+        if self.seen[word] & bit != 0 {
+            return Err(());
+        }
+        self.seen[word] |= bit;
+        self.seen_count += 1;
+        Ok(Some((self.entries.0[i].1, self.entries.0[i].2)))
+    }
+
+    /// Moves a file of the spare out of the tree, into the trash.
+    fn discard(&mut self, target: &Path, name: &str) -> Result<()> {
+        let trash = match &self.trash {
+            Some(t) => t.clone(),
+            None => {
+                let t = aside_name(target, name);
+                // `target` is in the tree: the trash goes beside the tree.
+                let t = t.file_name().map(|f| self.root_parent.join(f)).unwrap_or(t);
+                std::fs::create_dir(&t).with_context(|| format!("creating {}", t.display()))?;
+                self.trash = Some(t.clone());
+                t
+            }
+        };
+        self.trashed += 1;
+        std::fs::rename(target, trash.join(self.trashed.to_string())).with_context(|| format!("replacing {}", target.display()))
+    }
+
+    fn is_seen(&self, key: u128) -> bool {
+        self.entries.index_of(key).is_some_and(|i| self.seen[i / 64] & (1u64 << (i % 64)) != 0)
+    }
+}
+
+/// What a long-running process keeps of a site it writes, between two
+/// writers: the live manifest's entries (valid while the live manifest is
+/// the very file it wrote: same inode, size and mtime), and the spare tree's.
+struct KeptSite {
+    live: PathBuf,
+    manifest_id: FileId,
+    previous: Previous,
+    /// The live tree holds exactly `previous`'s files and the manifest.
+    exact: bool,
+    spare: Option<Previous>,
+}
+
+/// A file's identity: device, inode, size, mtime (seconds, nanoseconds).
+type FileId = (u64, u64, u64, i64, i64);
+
+fn file_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+}
+
+static KEPT: Mutex<Vec<KeptSite>> = Mutex::new(Vec::new());
+
+/// Takes what this process kept of the site at `live`, if its live manifest is still the one it wrote.
+fn take_kept(live: &Path) -> Option<(Previous, Option<Previous>, bool)> {
+    let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+    let i = kept.iter().position(|k| k.live == live)?;
+    let k = kept.swap_remove(i);
+    (file_id(&live.join(MANIFEST)) == Some(k.manifest_id)).then_some((k.previous, k.spare, k.exact))
+}
+
+fn keep(site: KeptSite) {
+    let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+    kept.retain(|k| k.live != site.live);
+    kept.push(site);
 }
 
 const RECORD_BATCH: usize = 128;
 
 /// A file's SHA-256 and size.
 type Digest256 = ([u8; 32], u64);
+
+/// A manifest entry as kept in memory: path key (little-endian bytes), SHA-256, size.
+type Entry = ([u8; 16], [u8; 32], u64);
 
 /// One record of the bundle, in write order: its bytes, or a file holding them.
 enum Record {
@@ -176,7 +287,17 @@ impl Drop for SiteWriter {
     /// An abandoned build removes its staging tree (the live one was never touched).
     fn drop(&mut self) {
         if !self.committed {
-            let _ = std::fs::remove_dir_all(&self.staging);
+            if let Some(trash) = self.spare.as_mut().and_then(|s| s.trash.take()) {
+                let _ = remove_tree_in_background(trash);
+            }
+            if self.spare.is_some() && self.background_cleanup {
+                // A spare half brought up to date: removed like an old tree.
+                let _ = self.remove_in_background();
+            } else {
+                let _ = std::fs::remove_dir_all(&self.staging);
+            }
+            let _ = std::fs::remove_file(&self.bundle_path);
+            let _ = std::fs::remove_file(&self.manifest_path);
         }
     }
 }
@@ -201,17 +322,46 @@ impl SiteWriter {
         let name = live.file_name().with_context(|| format!("output {} has no directory name", live.display()))?;
         let parent = live.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-        let staging = parent.join(format!(".{}.staging", name.to_string_lossy()));
+        let name = name.to_string_lossy().into_owned();
+        let staging = parent.join(format!(".{name}.staging"));
         if staging.exists() {
             std::fs::remove_dir_all(&staging).with_context(|| format!("removing stale {}", staging.display()))?;
         }
-        clear_old_trees(parent, &name.to_string_lossy());
-        std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
-        let previous = read_manifest(&live.join(MANIFEST));
-        let file = std::fs::File::create(staging.join(MANIFEST)).context("creating manifest")?;
+        clear_old_trees(parent, &name);
+        // A long-running writer reuses what it kept of its own last write: the
+        // live manifest's entries, and the spare tree, brought up to date in place.
+        let kept = take_kept(live);
+        let spare_dir = parent.join(format!(".{name}.spare"));
+        let (previous, spare, previous_kept) = match kept {
+            Some((previous, spare, exact)) if threaded => {
+                let spare = spare.filter(|_| std::fs::rename(&spare_dir, &staging).is_ok());
+                (previous, spare, exact)
+            }
+            _ => (read_manifest(&live.join(MANIFEST)), None, false),
+        };
+        if spare.is_none() {
+            if spare_dir.exists() {
+                // Not this process's, or out of date: an old tree.
+                let old = aside_name(&spare_dir, &name);
+                if std::fs::rename(&spare_dir, &old).is_ok() {
+                    if threaded {
+                        remove_tree_in_background(old)?;
+                    } else {
+                        let _ = std::fs::remove_dir_all(&old);
+                    }
+                }
+            }
+            std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
+        }
+        // In place, the spare's bundle and manifest stay until the commit replaces them.
+        let (bundle_path, manifest_path) = match spare {
+            Some(_) => (parent.join(format!(".{name}.bundle.new")), parent.join(format!(".{name}.manifest.new"))),
+            None => (staging.join(BUNDLE), staging.join(MANIFEST)),
+        };
+        let file = std::fs::File::create(&manifest_path).context("creating manifest")?;
         let mut manifest = BufWriter::new(file);
         write!(manifest, "{{\"generator\": \"fedstac {}\", \"files\": {{", env!("CARGO_PKG_VERSION"))?;
-        let file = std::fs::File::create(staging.join(BUNDLE)).context("creating the bundle")?;
+        let file = std::fs::File::create(&bundle_path).context("creating the bundle")?;
         // A few batches in flight: enough to keep both threads busy, little memory (a batch is ~0.5 MB of documents).
         let (bundle, bundler, inline) = if threaded {
             let (tx, rx) = sync_channel(4);
@@ -220,6 +370,7 @@ impl SiteWriter {
         } else {
             (None, None, Some(Bundler::new(file)))
         };
+        let entries = threaded.then(|| Vec::with_capacity(previous.len() + 1024));
         Ok(SiteWriter {
             live: live.to_path_buf(),
             staging,
@@ -235,6 +386,11 @@ impl SiteWriter {
             stats: WriteStats::default(),
             committed: false,
             background_cleanup: false,
+            previous_kept,
+            spare: spare.map(|s| Spare::new(s, parent.to_path_buf())),
+            entries,
+            bundle_path,
+            manifest_path,
         })
     }
 
@@ -296,31 +452,85 @@ impl SiteWriter {
     /// not there is read and written like [`Self::put`].
     pub fn carry(&mut self, rel_path: &str, sha: [u8; 32], size: u64, stac: bool) -> Result<()> {
         let rel = safe_relative(rel_path)?;
-        let before = self.previous.get(path_key(rel_path));
+        refuse_own_files(rel_path)?;
+        let key = path_key(rel_path);
+        let before = self.previous.get(key);
         let source = self.live.join(&rel);
-        let target = self.staging.join(&rel);
-        if before == Some((sha, size)) {
-            self.make_parent(&target)?;
-            match std::fs::hard_link(&source, &target) {
-                Ok(()) => {
-                    self.previous_seen += 1;
-                    self.stats.unchanged += 1;
-                    self.manifest_line(rel_path, &sha, size, stac)?;
-                    if stac {
-                        self.send(Record::File { header: record_header(rel_path, &sha, size), path: source, size })?;
-                    }
-                    return Ok(());
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!("two outputs want the same path {rel_path}"),
-                Err(_) => {}
+        if self.keep_or_link(&rel, rel_path, key, before, (sha, size))? {
+            self.previous_seen += 1;
+            self.stats.unchanged += 1;
+            self.manifest_line(rel_path, key, &sha, size, stac)?;
+            if stac {
+                self.send(Record::File { header: record_header(rel_path, &sha, size), path: source, size })?;
             }
+            return Ok(());
         }
+        // Not linked (the target's place is free now): read and written.
         let bytes = std::fs::read(&source).with_context(|| format!("reading {}", source.display()))?;
-        if stac {
-            self.put_document(rel_path, &bytes)
+        let sha: [u8; 32] = Sha256::digest(&bytes).into();
+        let size = bytes.len() as u64;
+        let target = self.staging.join(&rel);
+        let linked = before == Some((sha, size)) && self.link_live(&rel, rel_path, &target)?;
+        if linked {
+            self.stats.unchanged += 1;
         } else {
-            self.put(rel_path, &bytes).map(|_| ())
+            self.create(rel_path, &target, |f| f.write_all(&bytes))?;
         }
+        self.previous_seen += before.is_some() as usize;
+        self.manifest_line(rel_path, key, &sha, size, stac)?;
+        if stac {
+            self.send(Record::Bytes { header: record_header(rel_path, &sha, size), bytes })?;
+        }
+        Ok(())
+    }
+
+    /// Readies the new tree's place for `rel`: true when it holds the live
+    /// file already (kept from the spare, or hard-linked now; only if
+    /// the live tree holds `want` (its entry `before`)), else false with
+    /// the place free for a new file. A second write of a path is refused.
+    fn keep_or_link(&mut self, rel: &Path, rel_path: &str, key: u128, before: Option<([u8; 32], u64)>, want: ([u8; 32], u64)) -> Result<bool> {
+        let live_same = before == Some(want);
+        let had = match self.spare.as_mut() {
+            Some(spare) => Some(spare.mark(key).map_err(|()| twice(rel_path))?),
+            None => None,
+        };
+        // Same digest in the spare and the live tree: one file (see `Spare`), kept as it is.
+        if live_same && had == Some(Some(want)) {
+            return Ok(true);
+        }
+        let target = self.staging.join(rel);
+        match (had, self.spare.as_mut()) {
+            (Some(Some(_)), Some(spare)) => {
+                let name = self.live.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                spare.discard(&target, &name)?;
+            }
+            _ => self.make_parent(&target)?,
+        }
+        if !live_same {
+            return Ok(false);
+        }
+        self.link_live(rel, rel_path, &target)
+    }
+
+    /// Hard-links the live tree's file at `rel` to `target` (false if that fails).
+    fn link_live(&self, rel: &Path, rel_path: &str, target: &Path) -> Result<bool> {
+        match std::fs::hard_link(self.live.join(rel), target) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(twice(rel_path)),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Creates a new file at `target` (free: see [`Self::keep_or_link`]) with what `write` writes.
+    fn create(&mut self, rel_path: &str, target: &Path, write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
+        let mut f = match std::fs::File::options().write(true).create_new(true).open(target) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(twice(rel_path)),
+            Err(e) => return Err(e).with_context(|| format!("writing {}", target.display())),
+        };
+        write(&mut f).with_context(|| format!("writing {}", target.display()))?;
+        self.stats.written += 1;
+        Ok(())
     }
 
     fn send(&mut self, record: Record) -> Result<()> {
@@ -360,11 +570,14 @@ impl SiteWriter {
         Ok(())
     }
 
-    fn manifest_line(&mut self, rel_path: &str, sha: &[u8; 32], size: u64, stac: bool) -> Result<()> {
+    fn manifest_line(&mut self, rel_path: &str, key: u128, sha: &[u8; 32], size: u64, stac: bool) -> Result<()> {
         self.written += 1;
         let sep = if self.written == 1 { "" } else { "," };
-        let entry = serde_json::to_string(&ManifestEntry { sha256: hex::encode(sha), size, stac })?;
-        write!(self.manifest, "{sep}\n{}: {entry}", serde_json::to_string(rel_path)?)?;
+        self.manifest.write_all(sep.as_bytes())?;
+        write_manifest_entry(&mut self.manifest, rel_path, sha, size, stac)?;
+        if let Some(entries) = self.entries.as_mut() {
+            entries.push((key.to_le_bytes(), *sha, size));
+        }
         Ok(())
     }
 
@@ -376,31 +589,18 @@ impl SiteWriter {
     /// digest and size are unchanged, else written by `write`; listed in the manifest.
     fn place(&mut self, rel_path: &str, sha: [u8; 32], size: u64, stac: bool, write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
         let rel = safe_relative(rel_path)?;
+        refuse_own_files(rel_path)?;
         let key = path_key(rel_path);
-        let target = self.staging.join(&rel);
-        self.make_parent(&target)?;
-        let twice = || anyhow::anyhow!("two outputs want the same path {rel_path}");
         let before = self.previous.get(key);
-        let reused = before == Some((sha, size))
-            && match std::fs::hard_link(self.live.join(&rel), &target) {
-                Ok(()) => true,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(twice()),
-                Err(_) => false,
-            };
-        if reused {
+        if self.keep_or_link(&rel, rel_path, key, before, (sha, size))? {
             self.stats.unchanged += 1;
         } else {
-            let mut f = match std::fs::File::options().write(true).create_new(true).open(&target) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(twice()),
-                Err(e) => return Err(e).with_context(|| format!("writing {}", target.display())),
-            };
-            write(&mut f).with_context(|| format!("writing {}", target.display()))?;
-            self.stats.written += 1;
+            let target = self.staging.join(&rel);
+            self.create(rel_path, &target, write)?;
         }
         // Counted once per path: a second write of a path failed above.
         self.previous_seen += before.is_some() as usize;
-        self.manifest_line(rel_path, &sha, size, stac)
+        self.manifest_line(rel_path, key, &sha, size, stac)
     }
 
     /// Finishes the manifest, syncs, and swaps the new tree in.
@@ -414,70 +614,249 @@ impl SiteWriter {
             (None, Some(Ok(r))) => r?,
             _ => bail!("the bundle writer failed"),
         };
+        let key = path_key(BUNDLE);
         let (staged, live) = (self.staging.join(BUNDLE), self.live.join(BUNDLE));
-        let reused = self.previous.get(path_key(BUNDLE)) == Some((sha, size)) && same_bytes(&staged, &live);
-        if reused {
+        let reused = self.previous.get(key) == Some((sha, size)) && same_bytes(&self.bundle_path, &live);
+        let in_place = self.spare.is_some();
+        if in_place {
+            // The spare's bundle is replaced unless it is the live one already.
+            let had = self.spare.as_mut().and_then(|s| s.mark(key).ok().flatten());
+            if reused && had == Some((sha, size)) {
+                std::fs::remove_file(&self.bundle_path).context("replacing the bundle")?;
+            } else if reused {
+                let _ = std::fs::remove_file(&staged);
+                std::fs::hard_link(&live, &staged).context("reusing the unchanged bundle")?;
+                std::fs::remove_file(&self.bundle_path).context("replacing the bundle")?;
+            } else {
+                std::fs::rename(&self.bundle_path, &staged).context("placing the bundle")?;
+            }
+        } else if reused {
             std::fs::remove_file(&staged).context("replacing the bundle")?;
             std::fs::hard_link(&live, &staged).context("reusing the unchanged bundle")?;
         }
-        self.previous_seen += self.previous.get(path_key(BUNDLE)).is_some() as usize;
+        self.previous_seen += self.previous.get(key).is_some() as usize;
         let sep = if self.written == 0 { "" } else { "," };
         let entry = serde_json::to_string(&ManifestEntry { sha256: hex::encode(sha), size, stac: false })?;
         write!(self.manifest, "{sep}\n{}: {entry}", serde_json::to_string(BUNDLE)?)?;
+        if let Some(entries) = self.entries.as_mut() {
+            entries.push((key.to_le_bytes(), sha, size));
+        }
         self.stats.removed = self.previous.len() - self.previous_seen;
         self.manifest.write_all(b"\n}}\n")?;
         self.manifest.flush().context("writing manifest")?;
+        if let Some(spare) = self.spare.as_mut() {
+            // What the spare holds and the new tree does not (listed by the spare's own manifest, still in place).
+            if spare.seen_count < spare.entries.len() {
+                let name = self.live.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                remove_unseen(&self.staging, spare, &name)?;
+            }
+        }
         // An unchanged manifest keeps its mtime too: a harvesting partner's
         // conditional request for it then answers 304 and the harvest stops there.
         let (staged, live) = (self.staging.join(MANIFEST), self.live.join(MANIFEST));
-        if same_bytes(&staged, &live) {
-            std::fs::remove_file(&staged).context("replacing the manifest")?;
+        if same_bytes(&self.manifest_path, &live) {
+            std::fs::remove_file(&self.manifest_path).context("replacing the manifest")?;
+            if in_place {
+                let _ = std::fs::remove_file(&staged);
+            }
             std::fs::hard_link(&live, &staged).context("reusing the unchanged manifest")?;
+        } else if in_place {
+            std::fs::rename(&self.manifest_path, &staged).context("placing the manifest")?;
         }
         // Data must be on disk before the rename makes it live.
         sync_tree(&self.staging)?;
+        if let Some(trash) = self.spare.as_mut().and_then(|s| s.trash.take()) {
+            remove_tree_in_background(trash)?;
+        }
         if self.live.exists() {
             nix::fcntl::renameat2(nix::fcntl::AT_FDCWD, &self.staging, nix::fcntl::AT_FDCWD, &self.live, nix::fcntl::RenameFlags::RENAME_EXCHANGE)
                 .with_context(|| format!("swapping {} into place", self.live.display()))?;
-            if self.background_cleanup {
+            if let Some(mut entries) = self.entries.take() {
+                // The old tree is the next writer's spare, if it is the tree this
+                // process wrote last (its entries exact); else it is removed.
+                let spare = (self.previous_kept || in_place).then(|| std::mem::take(&mut self.previous));
+                let name = self.live.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let spare_dir = self.staging.with_file_name(format!(".{name}.spare"));
+                let spare = match spare {
+                    Some(p) if std::fs::rename(&self.staging, &spare_dir).is_ok() => Some(p),
+                    _ => {
+                        self.remove_in_background()?;
+                        None
+                    }
+                };
+                entries.sort_unstable_by_key(|e| e.0);
+                entries.dedup_by(|a, b| a.0 == b.0);
+                if let Some(id) = file_id(&self.live.join(MANIFEST)) {
+                    keep(KeptSite { live: self.live.clone(), manifest_id: id, previous: Previous(entries), exact: true, spare });
+                }
+            } else if self.background_cleanup {
                 self.remove_in_background()?;
             } else {
                 std::fs::remove_dir_all(&self.staging).with_context(|| format!("removing old tree {}", self.staging.display()))?;
             }
         } else {
             std::fs::rename(&self.staging, &self.live).with_context(|| format!("moving {} into place", self.live.display()))?;
+            if let (Some(mut entries), Some(id)) = (self.entries.take(), file_id(&self.live.join(MANIFEST))) {
+                entries.sort_unstable_by_key(|e| e.0);
+                entries.dedup_by(|a, b| a.0 == b.0);
+                keep(KeptSite { live: self.live.clone(), manifest_id: id, previous: Previous(entries), exact: true, spare: None });
+            }
         }
         Ok(self.stats)
     }
+}
+
+/// For a long-running writer (the receiver), at its start: links a spare
+/// copy of the live tree (exactly the files its manifest lists, and the
+/// manifest), so that its first write is made in place like the later ones
+/// (see [`Spare`]). Nothing is done for a site without a manifest; a copy
+/// that cannot be made is left out (the first write then makes a new tree).
+pub fn prepare_spare(live: &Path) -> Result<()> {
+    let Some(id) = file_id(&live.join(MANIFEST)) else { return Ok(()) };
+    let name = live.file_name().with_context(|| format!("output {} has no directory name", live.display()))?.to_string_lossy().into_owned();
+    let parent = live.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let spare_dir = parent.join(format!(".{name}.spare"));
+    clear_old_trees(parent, &name);
+    if spare_dir.exists() {
+        let old = aside_name(&spare_dir, &name);
+        std::fs::rename(&spare_dir, &old).with_context(|| format!("moving {} aside", spare_dir.display()))?;
+        remove_tree_in_background(old)?;
+    }
+    // Built under an old tree's name: a crash leaves it for the next writer to clear.
+    let building = aside_name(&spare_dir, &name);
+    let mut entries = Vec::new();
+    let linked = (|| -> Result<()> {
+        std::fs::create_dir_all(&building)?;
+        let file = std::fs::File::open(live.join(MANIFEST))?;
+        let mut last_dir: Option<PathBuf> = None;
+        for line in BufReader::new(file).lines() {
+            let line = line?;
+            let line = line.trim().trim_end_matches(',');
+            if !line.starts_with('"') {
+                continue;
+            }
+            let map: BTreeMap<String, ManifestEntry> = serde_json::from_str(&format!("{{{line}}}"))?;
+            for (p, e) in map {
+                let mut sha = [0u8; 32];
+                hex::decode_to_slice(&e.sha256, &mut sha)?;
+                let rel = safe_relative(&p)?;
+                let target = building.join(&rel);
+                if let Some(dir) = target.parent() {
+                    if last_dir.as_deref() != Some(dir) {
+                        std::fs::create_dir_all(dir)?;
+                        last_dir = Some(dir.to_path_buf());
+                    }
+                }
+                std::fs::hard_link(live.join(&rel), &target)?;
+                entries.push((path_key(&p).to_le_bytes(), sha, e.size));
+            }
+        }
+        std::fs::hard_link(live.join(MANIFEST), building.join(MANIFEST))?;
+        Ok(())
+    })();
+    // The live tree must still be the one copied.
+    if linked.is_err() || file_id(&live.join(MANIFEST)) != Some(id) || std::fs::rename(&building, &spare_dir).is_err() {
+        if let Err(e) = linked {
+            tracing::info!("no spare copy of {}: {e:#}", live.display());
+        }
+        return remove_tree_in_background(building);
+    }
+    entries.sort_unstable_by_key(|e| e.0);
+    entries.dedup_by(|a, b| a.0 == b.0);
+    // Once swapped out, the live tree is a spare too, if it holds nothing but what its manifest lists.
+    let exact = count_files(live).is_some_and(|n| n == entries.len() + 1);
+    keep(KeptSite { live: live.to_path_buf(), manifest_id: id, previous: Previous(entries.clone()), exact, spare: Some(Previous(entries)) });
+    Ok(())
+}
+
+/// The regular files below `dir`; None if it holds anything else (an empty directory, a link).
+fn count_files(dir: &Path) -> Option<usize> {
+    let mut n = 0;
+    let mut any = false;
+    for e in std::fs::read_dir(dir).ok()? {
+        let e = e.ok()?;
+        let t = e.file_type().ok()?;
+        any = true;
+        if t.is_dir() {
+            n += count_files(&e.path())?;
+        } else if t.is_file() {
+            n += 1;
+        } else {
+            return None;
+        }
+    }
+    any.then_some(n)
+}
+
+/// Removes from the spare tree at `dir` the files its manifest lists that
+/// the new tree does not hold (directories left empty go too).
+fn remove_unseen(dir: &Path, spare: &mut Spare, name: &str) -> Result<()> {
+    let path = dir.join(MANIFEST);
+    let file = std::fs::File::open(&path).with_context(|| format!("reading {}", path.display()))?;
+    for line in BufReader::new(file).lines() {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        let line = line.trim();
+        if !line.starts_with('"') {
+            continue;
+        }
+        let Some(Ok(rel_path)) = serde_json::Deserializer::from_str(line).into_iter::<String>().next() else { continue };
+        if spare.is_seen(path_key(&rel_path)) || rel_path == BUNDLE {
+            continue;
+        }
+        let rel = safe_relative(&rel_path)?;
+        let target = dir.join(&rel);
+        if target.exists() {
+            spare.discard(&target, name)?;
+        }
+        // Directories emptied go too, as a new tree would not have them.
+        let mut d = target.parent();
+        while let Some(p) = d.filter(|p| *p != dir) {
+            if std::fs::remove_dir(p).is_err() {
+                break;
+            }
+            d = p.parent();
+        }
+    }
+    Ok(())
 }
 
 impl SiteWriter {
     /// Moves the old tree (now at the staging path) aside under a name of its
     /// own and removes it on a thread, so the answer does not wait for it.
     fn remove_in_background(&self) -> Result<()> {
-        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let name = self.live.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let old = self.staging.with_file_name(format!(".{name}.old-{}-{n}", std::process::id()));
+        let old = aside_name(&self.staging, &name);
         std::fs::rename(&self.staging, &old).with_context(|| format!("moving old tree {} aside", self.staging.display()))?;
-        let mut cleanups = CLEANUPS.lock().unwrap_or_else(|e| e.into_inner());
-        // At most a couple in flight: an older one is waited for (disk space).
-        while cleanups.len() >= 2 {
-            let (_, h) = cleanups.remove(0);
-            let _ = h.join();
-        }
-        let path = old.clone();
-        let handle = std::thread::Builder::new()
-            .name("old-tree".into())
-            .spawn(move || {
-                if let Err(e) = std::fs::remove_dir_all(&path) {
-                    tracing::warn!("removing old tree {}: {e}", path.display());
-                }
-            })
-            .context("starting the old tree's removal")?;
-        cleanups.push((old, handle));
-        Ok(())
+        remove_tree_in_background(old)
     }
+}
+
+/// A name beside `path` for an old tree of the site `name` (`.<name>.old-<pid>-<n>`).
+fn aside_name(path: &Path, name: &str) -> PathBuf {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    path.with_file_name(format!(".{name}.old-{}-{n}", std::process::id()))
+}
+
+/// Removes an old tree (moved aside already) on a thread.
+fn remove_tree_in_background(old: PathBuf) -> Result<()> {
+    let mut cleanups = CLEANUPS.lock().unwrap_or_else(|e| e.into_inner());
+    // At most a couple in flight: an older one is waited for (disk space).
+    while cleanups.len() >= 2 {
+        let (_, h) = cleanups.remove(0);
+        let _ = h.join();
+    }
+    let path = old.clone();
+    let handle = std::thread::Builder::new()
+        .name("old-tree".into())
+        .spawn(move || {
+            if let Err(e) = std::fs::remove_dir_all(&path) {
+                tracing::warn!("removing old tree {}: {e}", path.display());
+            }
+        })
+        .context("starting the old tree's removal")?;
+    cleanups.push((old, handle));
+    Ok(())
 }
 
 /// Removes old trees of the site at `parent/name` that a process (this one
@@ -493,6 +872,42 @@ fn clear_old_trees(parent: &Path, name: &str) {
             let _ = std::fs::remove_dir_all(&path);
         }
     }
+}
+
+/// One manifest line, `\n"<path>": {"sha256":"<hex>","size":<n>[,"stac":true]}`:
+/// the bytes serde_json writes for the path and a [`ManifestEntry`], without
+/// its allocations (a path that needs escaping goes through serde_json).
+fn write_manifest_entry(out: &mut impl Write, rel_path: &str, sha: &[u8; 32], size: u64, stac: bool) -> Result<()> {
+    let mut hex = [0u8; 64];
+    hex::encode_to_slice(sha, &mut hex)?;
+    out.write_all(b"\n")?;
+    if rel_path.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.write_all(b"\"")?;
+        out.write_all(rel_path.as_bytes())?;
+        out.write_all(b"\"")?;
+    } else {
+        serde_json::to_writer(&mut *out, rel_path)?;
+    }
+    out.write_all(b": {\"sha256\":\"")?;
+    out.write_all(&hex)?;
+    write!(out, "\",\"size\":{size}")?;
+    if stac {
+        out.write_all(b",\"stac\":true")?;
+    }
+    out.write_all(b"}")?;
+    Ok(())
+}
+
+fn twice(rel_path: &str) -> anyhow::Error {
+    anyhow::anyhow!("two outputs want the same path {rel_path}")
+}
+
+/// The manifest and the bundle are the writer's own.
+fn refuse_own_files(rel_path: &str) -> Result<()> {
+    if rel_path == MANIFEST || rel_path == BUNDLE {
+        return Err(twice(rel_path));
+    }
+    Ok(())
 }
 
 fn record_header(rel_path: &str, sha: &[u8; 32], size: u64) -> Header {
@@ -534,8 +949,32 @@ struct Previous(Vec<([u8; 16], [u8; 32], u64)>);
 
 impl Previous {
     fn get(&self, key: u128) -> Option<([u8; 32], u64)> {
-        let key = key.to_le_bytes();
-        self.0.binary_search_by(|e| e.0.cmp(&key)).ok().map(|i| (self.0[i].1, self.0[i].2))
+        self.index_of(key).map(|i| (self.0[i].1, self.0[i].2))
+    }
+
+    /// Where a key is. Keys are digests, spread evenly: the search starts
+    /// where the key's value says and widens until it brackets the key (a
+    /// few nearby cache lines, not a binary search's ~18 far-apart ones).
+    fn index_of(&self, key: u128) -> Option<usize> {
+        // Byte order is the order of the bytes read as a big-endian number: compared as one.
+        let (v, key) = (&self.0, u128::from_be_bytes(key.to_le_bytes()));
+        let at = |i: usize| u128::from_be_bytes(v[i].0);
+        let n = v.len();
+        if n == 0 {
+            return None;
+        }
+        let guess = (((key >> 64) * n as u128) >> 64) as usize;
+        let (mut lo, mut hi, mut step) = (guess, guess + 1, 16);
+        while lo > 0 && at(lo) > key {
+            lo = lo.saturating_sub(step);
+            step *= 2;
+        }
+        step = 16;
+        while hi < n && at(hi - 1) < key {
+            hi = (hi + step).min(n);
+            step *= 2;
+        }
+        v[lo..hi].binary_search_by(|e| u128::from_be_bytes(e.0).cmp(&key)).ok().map(|i| lo + i)
     }
 
     fn len(&self) -> usize {
@@ -548,7 +987,7 @@ impl Previous {
 fn read_manifest(path: &Path) -> Previous {
     let mut out = Vec::new();
     let done = |mut out: Vec<([u8; 16], [u8; 32], u64)>| {
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out.sort_unstable_by_key(|e| e.0);
         out.dedup_by(|a, b| a.0 == b.0);
         out.shrink_to_fit();
         Previous(out)
@@ -591,6 +1030,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn manifest_lines_are_what_serde_json_writes() {
+        for path in ["CMIP6/a/b.json", "index/f/1-2.bin", "caf\u{e9}/\u{7f}x.json", "a\"b.json", "a\\b", "tab\there", "nl\n"] {
+            for (size, stac) in [(0, false), (12345678901, true)] {
+                let sha = Sha256::digest(path.as_bytes()).into();
+                let mut fast = Vec::new();
+                write_manifest_entry(&mut fast, path, &sha, size, stac).unwrap();
+                let entry = serde_json::to_string(&ManifestEntry { sha256: hex::encode(sha), size, stac }).unwrap();
+                assert_eq!(String::from_utf8(fast).unwrap(), format!("\n{}: {entry}", serde_json::to_string(path).unwrap()));
+            }
+        }
+    }
+
+    #[test]
+    fn finds_every_key_and_no_other() {
+        let keys: Vec<u128> = (0..5000).map(|i| path_key(&format!("p{i}"))).collect();
+        let mut v: Vec<([u8; 16], [u8; 32], u64)> = keys.iter().map(|k| (k.to_le_bytes(), [0; 32], 0)).collect();
+        v.sort_unstable_by_key(|e| e.0);
+        let p = Previous(v);
+        for k in &keys {
+            assert_eq!(p.index_of(*k).map(|i| p.0[i].0), Some(k.to_le_bytes()));
+        }
+        for i in 0..5000 {
+            assert!(p.index_of(path_key(&format!("q{i}"))).is_none());
+        }
+        assert!(p.index_of(0).is_none() && p.index_of(u128::MAX).is_none());
+        assert!(Previous::default().index_of(7).is_none());
+    }
+
+    #[test]
     fn refuses_paths_outside_the_site() {
         for bad in ["../x", "/etc/passwd", "a/../../b", "", "a\\b", "./a"] {
             assert!(safe_relative(bad).is_err(), "{bad}");
@@ -616,6 +1084,104 @@ mod tests {
         assert_eq!(std::fs::metadata(live.join("a.json")).unwrap().modified().unwrap(), mtime);
         assert!(!live.join("d/b.json").exists());
         assert!(!dir.path().join(".site.staging").exists());
+    }
+
+    /// The files below `dir` (the manifest aside) with their bytes.
+    fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        let mut stack: Vec<PathBuf> = dir.exists().then(|| dir.to_path_buf()).into_iter().collect();
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    assert!(std::fs::read_dir(&p).unwrap().next().is_some(), "empty directory {}", p.display());
+                    stack.push(p);
+                } else {
+                    out.insert(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_long_running_writer_brings_its_spare_up_to_date_in_place() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        // The same writes through a long-running writer (spare, in place) and through new trees.
+        let (live, fresh) = (dir.path().join("a/site"), dir.path().join("b/site"));
+        let rounds: Vec<Vec<(&str, &str)>> = vec![
+            vec![("a.json", "1"), ("d/b.json", "2"), ("d/e/c.html", "3")],
+            vec![("a.json", "1"), ("d/b.json", "2"), ("d/e/c.html", "4"), ("f/g.json", "5")],
+            vec![("a.json", "1"), ("d/b.json", "9"), ("f/g.json", "5")],
+            vec![("a.json", "1"), ("d/e/c.html", "3"), ("f/g.json", "5"), ("h.json", "6")],
+            vec![("a.json", "1"), ("d/e/c.html", "3"), ("f/g.json", "5"), ("h.json", "6")],
+            vec![("a.json", "7"), ("f/g.json", "5")],
+        ];
+        prepare_spare(&live).unwrap(); // no site yet: nothing to do
+        for (n, files) in rounds.iter().enumerate() {
+            let mut w = SiteWriter::begin_concurrent(&live).unwrap();
+            let in_place = w.spare.is_some();
+            assert_eq!(in_place, n >= 2, "round {n}");
+            let mut f = SiteWriter::begin(&fresh).unwrap();
+            let before: BTreeMap<String, u64> = tree(&live).keys().map(|k| (k.clone(), std::fs::metadata(live.join(k)).unwrap().ino())).collect();
+            for (path, body) in files {
+                if path.ends_with(".json") {
+                    w.put_document(path, body.as_bytes()).unwrap();
+                    f.put_document(path, body.as_bytes()).unwrap();
+                } else {
+                    w.put(path, body.as_bytes()).unwrap();
+                    f.put(path, body.as_bytes()).unwrap();
+                }
+            }
+            if in_place {
+                assert!(format!("{:#}", w.put("a.json", b"1").unwrap_err()).contains("two outputs want the same path a.json"));
+            }
+            let (sw, sf) = (w.commit().unwrap(), f.commit().unwrap());
+            assert_eq!((sw.written, sw.unchanged, sw.removed), (sf.written, sf.unchanged, sf.removed), "round {n}");
+            assert_eq!(tree(&live), tree(&fresh), "round {n}");
+            // An unchanged file is the live one (same inode, so same mtime); a changed one is new.
+            for (path, ino) in &before {
+                let Some(body) = files.iter().find(|(p, _)| p == path).map(|(_, b)| b) else { continue };
+                let was = rounds[n - 1].iter().find(|(p, _)| p == path).map(|(_, b)| b);
+                let now = std::fs::metadata(live.join(path)).unwrap().ino();
+                assert_eq!(now == *ino, was == Some(body), "round {n}: {path}");
+            }
+            if n == 4 {
+                // Nothing changed: the manifest and the bundle are the live ones too.
+                for own in [MANIFEST, BUNDLE] {
+                    assert_eq!(std::fs::metadata(live.join(own)).unwrap().ino(), before[own], "{own}");
+                }
+            }
+        }
+        assert!(!dir.path().join("a/.site.staging").exists());
+        // A spare left by another process is not trusted: cleared, and a new tree made.
+        KEPT.lock().unwrap().clear();
+        let w = SiteWriter::begin_concurrent(&live).unwrap();
+        assert!(w.spare.is_none());
+        drop(w);
+        // At a receiver's start: a spare copy, used by the first write.
+        prepare_spare(&live).unwrap();
+        assert!(dir.path().join("a/.site.spare").exists());
+        let mut w = SiteWriter::begin_concurrent(&live).unwrap();
+        assert!(w.spare.is_some());
+        w.put_document("a.json", b"8").unwrap();
+        w.commit().unwrap();
+        let mut f = SiteWriter::begin(&fresh).unwrap();
+        f.put_document("a.json", b"8").unwrap();
+        f.commit().unwrap();
+        assert_eq!(tree(&live), tree(&fresh));
+        // A write that fails leaves the live tree as it was, and the next one makes a new tree.
+        let mut w = SiteWriter::begin_concurrent(&live).unwrap();
+        assert!(w.spare.is_some());
+        w.put_document("z.json", b"0").unwrap();
+        drop(w);
+        assert_eq!(tree(&live), tree(&fresh));
+        let mut w = SiteWriter::begin_concurrent(&live).unwrap();
+        assert!(w.spare.is_none());
+        w.put_document("a.json", b"8").unwrap();
+        w.commit().unwrap();
+        assert_eq!(tree(&live), tree(&fresh));
     }
 
     #[test]

@@ -56,6 +56,11 @@ impl SearchIndex {
         self.writer.add(input, &mut SiteSink(writer)).map_err(|e| anyhow!("search index: {e}"))
     }
 
+    /// [`Self::add`] for an input the caller keeps.
+    pub fn add_ref(&mut self, writer: &mut SiteWriter, input: &ItemInput) -> Result<()> {
+        self.writer.add_ref(input, &mut SiteSink(writer)).map_err(|e| anyhow!("search index: {e}"))
+    }
+
     /// Writes the remaining index files (before the site writer commits).
     pub fn finish(self, writer: &mut SiteWriter) -> Result<u32> {
         let meta = self.writer.finish(&mut SiteSink(writer)).map_err(|e| anyhow!("search index: {e}"))?;

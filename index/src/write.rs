@@ -278,19 +278,24 @@ impl IndexWriter {
 
     /// Adds the next item (doc number = items added before it).
     pub fn add(&mut self, item: ItemInput, sink: &mut dyn Sink) -> Result<()> {
+        self.add_ref(&item, sink)
+    }
+
+    /// [`Self::add`] for an item the caller keeps (a receiver keeps every item's input between writes).
+    pub fn add_ref(&mut self, item: &ItemInput, sink: &mut dyn Sink) -> Result<()> {
         let doc = self.n;
         self.n = self.n.checked_add(1).ok_or("more than 2^32 items")?;
         for (i, f) in self.facets.iter_mut().enumerate() {
-            let (is_list, values) = item.facets.get(i).cloned().unwrap_or_default();
+            let (is_list, values) = item.facets.get(i).map_or((false, &[][..]), |(l, v)| (*l, v.as_slice()));
             f.multi |= is_list || values.len() > 1;
             let mut numbers: Vec<u32> = values
-                .into_iter()
-                .map(|v| match f.value_index.get(&v) {
+                .iter()
+                .map(|v| match f.value_index.get(v.as_str()) {
                     Some(&n) => n,
                     None => {
                         let n = f.values.len() as u32;
                         f.value_index.insert(v.clone(), n);
-                        f.values.push(v);
+                        f.values.push(v.clone());
                         f.postings.push(RoaringBitmap::new());
                         n
                     }
@@ -347,7 +352,7 @@ impl IndexWriter {
                 let _ = f.property(3, "end_datetime", &ColumnValue::DateTime(&end));
             })?;
         }
-        self.shard.push(Doc { id: item.id, href: item.href, start: item.start, end: item.end, label: item.label });
+        self.shard.push(Doc { id: item.id.clone(), href: item.href.clone(), start: item.start, end: item.end, label: item.label.clone() });
         if self.shard.len() as u32 == DOC_SHARD {
             self.flush_shard(sink)?;
         }

@@ -261,6 +261,10 @@ struct Pending {
 
 impl Applier {
     fn run(self, mut rx: mpsc::Receiver<Job>) {
+        // Writes wait in the queue meanwhile.
+        if let Err(e) = self.site.warm_up() {
+            tracing::warn!("readying the site: {e:#}");
+        }
         while let Some(first) = rx.blocking_recv() {
             let mut batch = vec![first];
             while batch.len() < 10_000 {

@@ -176,8 +176,9 @@ impl Site {
             Ok(())
         };
         let stac_json: std::collections::HashSet<&str> = manifest.iter().filter(|(_, e)| e.stac).map(|(p, _)| p.as_str()).collect();
+        let index_dir = format!("{}/", fedstac_index::DIR);
         for (rel, entry) in manifest {
-            if rel == MANIFEST || rel == BUNDLE || rel.starts_with(&format!("{}/", fedstac_index::DIR)) {
+            if rel == MANIFEST || rel == BUNDLE || rel.starts_with(&index_dir) {
                 continue;
             }
             if !entry.stac {
@@ -222,7 +223,7 @@ impl Site {
                 if catalogue.file_written_item(&recipe.file.collection, &recipe.file.extensions, facts, hierarchy)? {
                     source.carry(&mut writer, rel, entry)?;
                     source.carry(&mut writer, &html_rel, html_entry)?;
-                    search.add(&mut writer, indexed.clone()).with_context(|| format!("indexing item {id}"))?;
+                    search.add_ref(&mut writer, indexed).with_context(|| format!("indexing item {id}"))?;
                 }
                 next.insert(rel.clone(), kept.clone());
                 continue;
@@ -231,6 +232,7 @@ impl Site {
             strip_tree_links(&mut value);
             add(&mut writer, &mut catalogue, &mut search, parts[0], hierarchy, value)?;
         }
+        let carried = started.elapsed().as_secs_f64();
         // New and changed items: rendered on every core, written in order.
         let puts: Vec<(&String, &Value)> = changes.iter().filter_map(|(id, c)| if let Change::Put(v) = c { Some((id, v)) } else { None }).collect();
         let preparer = catalogue.preparer();
@@ -271,9 +273,16 @@ impl Site {
                 }
             }
         }
+        let rendered = started.elapsed().as_secs_f64();
         let stats = catalogue.finish(&mut writer)?;
+        let pages = started.elapsed().as_secs_f64();
         search.finish(&mut writer)?;
+        let indexed = started.elapsed().as_secs_f64();
         let w = writer.commit()?;
+        tracing::debug!(
+            "apply: carried at {carried:.2} s, new items at {rendered:.2}, catalogue pages at {pages:.2}, search index at {indexed:.2}, committed at {:.2}",
+            started.elapsed().as_secs_f64()
+        );
         // The last apply's map is freed off this thread (100k entries take a while).
         let old = std::mem::replace(&mut *kept_docs, next);
         std::thread::spawn(move || drop(old));
@@ -301,6 +310,36 @@ impl Site {
         let facts = self.spec(collection).filter(|_| !dir.is_empty()).map(|r| ItemFacts::of(&item, &r.file.collection));
         let item_facts = facts.map(|f| (f, crate::search_index::item_input(&item, &format!("{dir}/{}.json", item.id), &self.facet_keys)));
         Ok(Known { sha, id: item.id, feature: true, item: item_facts })
+    }
+
+    /// Readies a long-running receiver's first apply at its start, as later
+    /// ones find things: every item of the site read once (what the catalogue
+    /// and index take of it, on every core), and a spare copy of the tree
+    /// linked for the first apply to write in place.
+    pub fn warm_up(&self) -> Result<()> {
+        let started = std::time::Instant::now();
+        let live = self.manifest()?;
+        let todo: Vec<(&String, [u8; 32])> = live
+            .iter()
+            .filter(|(rel, e)| e.stac && !matches!(rel.rsplit('/').next(), Some("catalog.json" | "collection.json")))
+            .map(|(rel, e)| digest(e).map(|sha| (rel, sha)))
+            .collect::<Result<_>>()?;
+        let source = Source { dir: &self.dir, files: &live, uploaded: None, live: &live };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+        let per = todo.len().div_ceil(threads).max(1);
+        let read: Vec<(String, Known)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = todo
+                .chunks(per)
+                .map(|chunk| scope.spawn(|| chunk.iter().filter_map(|(rel, sha)| self.understand(&source, rel, *sha).ok().map(|k| (rel.to_string(), k))).collect::<Vec<_>>()))
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        });
+        let n = read.len();
+        *self.known.lock().unwrap_or_else(|e| e.into_inner()) = read.into_iter().map(|(rel, k)| (rel, Arc::new(k))).collect();
+        drop(live);
+        crate::output::prepare_spare(&self.dir)?;
+        tracing::info!("ready: {n} documents read, spare tree linked, in {:.2} s", started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     /// Replaces the site with an uploaded one: `files` is the whole new tree
