@@ -54,10 +54,8 @@ struct Outcome {
     /// The number of results when `exact`, else those found so far (a lower bound).
     total: u64,
     exact: bool,
-    /// Every result is known (live counts can be computed); otherwise the
-    /// common words' postings were read only as far as the page needs.
-    complete: bool,
-    /// Bytes left to read to make it complete ("Count all").
+    /// Bytes of common words' postings not read yet (the page needed no more):
+    /// what "Count all" reads for the exact total and the live counts; 0 when every result is known.
     rest_bytes: u64,
     rows: Vec<Doc>,
     /// Bytes and requests this search fetched (up to its counts), and the time to its rows.
@@ -258,7 +256,7 @@ async fn search(site: Rc<SiteData>, q: Query, exhaustive: bool, on_rows: impl Fn
         fetch_index_files(&site, engine.page_files(&docs)).await?;
         let rows = engine.rows(&docs, &Store(site.files.borrow())).map_err(|e| e.to_string())?;
         let after = FETCHED.with(|f| *f.borrow());
-        on_rows(Outcome { total, exact, complete, rest_bytes, rows, bytes: after.0 - before.0, requests: after.1 - before.1, ms: now() - started, ready_at: now() });
+        on_rows(Outcome { total, exact, rest_bytes, rows, bytes: after.0 - before.0, requests: after.1 - before.1, ms: now() - started, ready_at: now() });
         Ok::<_, String>(())
     };
     let counts = async {
@@ -695,11 +693,17 @@ fn Results(outcome: RwSignal<Outcome>, live: RwSignal<Live>, status: RwSignal<St
                 let n = format!("{} item{}", group(o.total), if o.total == 1 { "" } else { "s" });
                 if o.exact { n } else { format!("at least {n}") }
             }}</p>
-            {move || outcome.with(|o| (!o.exact && o.rest_bytes > 0).then(|| {
+            // Also offered when the total is exact (one common word) but the live counts still need the rest.
+            {move || outcome.with(|o| (o.rest_bytes > 0).then(|| {
                 let label = format!("Count all ({:.0} KB more)", o.rest_bytes as f64 / 1024.0);
+                let note = if o.exact {
+                    "Common words are read only as far as this page needs: the total is exact, the facet counts need the rest. "
+                } else {
+                    "Common words are read only as far as this page needs: these are the results found so far. "
+                };
                 view! {
                     <p class="partial">
-                        <span class="note">"Common words are read only as far as this page needs: these are the results found so far. "</span>
+                        <span class="note">{note}</span>
                         <button type="button" class="count-all" on:click=move |_| count_all.run(())>{label}</button>
                     </p>
                 }
