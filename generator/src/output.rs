@@ -635,12 +635,7 @@ impl SiteWriter {
             std::fs::hard_link(&live, &staged).context("reusing the unchanged bundle")?;
         }
         self.previous_seen += self.previous.get(key).is_some() as usize;
-        let sep = if self.written == 0 { "" } else { "," };
-        let entry = serde_json::to_string(&ManifestEntry { sha256: hex::encode(sha), size, stac: false })?;
-        write!(self.manifest, "{sep}\n{}: {entry}", serde_json::to_string(BUNDLE)?)?;
-        if let Some(entries) = self.entries.as_mut() {
-            entries.push((key.to_le_bytes(), sha, size));
-        }
+        self.manifest_line(BUNDLE, key, &sha, size, false)?;
         self.stats.removed = self.previous.len() - self.previous_seen;
         self.manifest.write_all(b"\n}}\n")?;
         self.manifest.flush().context("writing manifest")?;
@@ -674,7 +669,8 @@ impl SiteWriter {
             if let Some(mut entries) = self.entries.take() {
                 // The old tree is the next writer's spare, if it is the tree this
                 // process wrote last (its entries exact); else it is removed.
-                let spare = (self.previous_kept || in_place).then(|| std::mem::take(&mut self.previous));
+                // (Not when the swapped-out tree held files its manifest does not list: those would stay.)
+                let spare = self.previous_kept.then(|| std::mem::take(&mut self.previous));
                 let name = self.live.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 let spare_dir = self.staging.with_file_name(format!(".{name}.spare"));
                 let spare = match spare {
@@ -1182,6 +1178,29 @@ mod tests {
         w.put_document("a.json", b"8").unwrap();
         w.commit().unwrap();
         assert_eq!(tree(&live), tree(&fresh));
+    }
+
+    #[test]
+    fn a_file_the_live_manifest_does_not_list_never_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (live, fresh) = (dir.path().join("a/site"), dir.path().join("b/site"));
+        for site in [&live, &fresh] {
+            let mut w = SiteWriter::begin(site).unwrap();
+            w.put_document("a.json", b"1").unwrap();
+            w.commit().unwrap();
+        }
+        // Something outside fedstac left a file in the live tree: the swapped-out tree is not a spare.
+        std::fs::write(live.join("stray.json"), b"x").unwrap();
+        prepare_spare(&live).unwrap();
+        for body in ["2", "3", "4"] {
+            let mut w = SiteWriter::begin_concurrent(&live).unwrap();
+            let mut f = SiteWriter::begin(&fresh).unwrap();
+            w.put_document("a.json", body.as_bytes()).unwrap();
+            f.put_document("a.json", body.as_bytes()).unwrap();
+            w.commit().unwrap();
+            f.commit().unwrap();
+            assert_eq!(tree(&live), tree(&fresh), "after writing {body}");
+        }
     }
 
     #[test]

@@ -510,7 +510,7 @@ impl IndexWriter {
             if size >= TEXT_CHUNK_BYTES || sizes[i] >= TEXT_CHUNK_BYTES / 2 || next_is_large || i + 1 == tokens.len() {
                 let c = text_chunks.len();
                 let mut entries = Vec::with_capacity(i + 1 - start);
-                for (e, (t, b)) in tokens[start..=i].iter().enumerate() {
+                for (e, (t, b)) in tokens[start..=i].iter_mut().enumerate() {
                     let posting = if b.serialized_size() > 2 * self.text_segment_bytes {
                         let mut segments = Vec::new();
                         let mut first = RoaringBitmap::new();
@@ -529,9 +529,10 @@ impl IndexWriter {
                         }
                         codec::TextPosting::Segmented(codec::Segmented { count: b.len(), segments, first })
                     } else {
-                        codec::TextPosting::Whole(b.clone())
+                        // Each token is written once: its bitmap moves into the chunk.
+                        codec::TextPosting::Whole(std::mem::take(b))
                     };
-                    entries.push((t.as_str(), posting));
+                    entries.push((&**t, posting));
                 }
                 let refs: Vec<(&str, &codec::TextPosting)> = entries.iter().map(|(t, p)| (*t, p)).collect();
                 sink.put(&format!("x/{c}.bin"), &codec::encode_text_chunk(&refs))?;
