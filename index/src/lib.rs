@@ -61,6 +61,8 @@
 pub mod codec;
 pub mod query;
 #[cfg(feature = "write")]
+pub mod fgb;
+#[cfg(feature = "write")]
 pub mod write;
 
 use serde::{Deserialize, Serialize};

@@ -8,11 +8,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use flatgeobuf::geozero::{ColumnValue, GeomProcessor, GeozeroGeometry, PropertyProcessor};
-use flatgeobuf::{ColumnType, FgbCrs, FgbWriter, FgbWriterOptions, GeometryType};
+use flatgeobuf::geozero::{ColumnValue, GeomProcessor, GeozeroGeometry};
+use flatgeobuf::{ColumnType, GeometryType};
 use roaring::RoaringBitmap;
 
 use crate::codec;
+use crate::fgb::{FgbOptions, FgbStream};
 use crate::{tokenize, Doc, FacetMeta, Meta, SiteRef, BLOCK, DOC_SHARD, FORMAT, VERSION};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -190,13 +191,13 @@ pub struct IndexWriter {
     boxes: Vec<([f64; 4], RoaringBitmap)>,
     box_index: HashMap<[u64; 4], usize>,
     shard: Vec<Doc>,
-    fgb: Option<FgbWriter<'static>>,
+    fgb: Option<FgbStream>,
     text_segment_bytes: usize,
     text_segment_step: u32,
 }
 
 /// A footprint box as a (Multi)Polygon, split at the antimeridian like the item geometry.
-struct Footprint([f64; 4]);
+pub(crate) struct Footprint(pub(crate) [f64; 4]);
 
 impl GeozeroGeometry for Footprint {
     fn process_geom<P: GeomProcessor>(&self, p: &mut P) -> flatgeobuf::geozero::error::Result<()> {
@@ -235,15 +236,17 @@ impl IndexWriter {
             })
             .collect();
         let fgb = if options.fgb {
-            let mut w = FgbWriter::create_with_options(
+            // Streamed: bytes as the flatgeobuf crate's FgbWriter writes them,
+            // without its ~73 bytes per feature held to the end.
+            let mut w = FgbStream::new(
                 "items",
                 GeometryType::MultiPolygon,
-                FgbWriterOptions { write_index: true, crs: FgbCrs { code: 4326, ..Default::default() }, title: Some("fedstac item footprints"), ..Default::default() },
+                FgbOptions { crs_code: 4326, title: Some("fedstac item footprints".into()), description: None },
             )?;
-            w.add_column("id", ColumnType::String, |_, c| c.nullable = false);
-            w.add_column("href", ColumnType::String, |_, c| c.nullable = false);
-            w.add_column("start_datetime", ColumnType::DateTime, |_, _| {});
-            w.add_column("end_datetime", ColumnType::DateTime, |_, _| {});
+            w.add_column("id", ColumnType::String, false);
+            w.add_column("href", ColumnType::String, false);
+            w.add_column("start_datetime", ColumnType::DateTime, true);
+            w.add_column("end_datetime", ColumnType::DateTime, true);
             Some(w)
         } else {
             None
@@ -345,12 +348,10 @@ impl IndexWriter {
         self.boxes[slot].1.insert(doc);
         if let Some(fgb) = &mut self.fgb {
             let (start, end) = (crate::query::format_rfc3339(item.start), crate::query::format_rfc3339(item.end));
-            fgb.add_feature_geom(Footprint(item.bbox), |f| {
-                let _ = f.property(0, "id", &ColumnValue::String(&item.id));
-                let _ = f.property(1, "href", &ColumnValue::String(&item.href));
-                let _ = f.property(2, "start_datetime", &ColumnValue::DateTime(&start));
-                let _ = f.property(3, "end_datetime", &ColumnValue::DateTime(&end));
-            })?;
+            fgb.add_feature(
+                Footprint(item.bbox),
+                &[ColumnValue::String(&item.id), ColumnValue::String(&item.href), ColumnValue::DateTime(&start), ColumnValue::DateTime(&end)],
+            )?;
         }
         self.shard.push(Doc { id: item.id.clone(), href: item.href.clone(), start: item.start, end: item.end, label: item.label.clone() });
         if self.shard.len() as u32 == DOC_SHARD {
@@ -593,7 +594,7 @@ impl IndexWriter {
             Some(w) if n > 0 => {
                 // ~470 bytes per item: assembled in a temp file, not in memory.
                 let mut out = std::io::BufWriter::new(tempfile::tempfile()?);
-                w.write(&mut out)?;
+                w.finish(&mut out)?;
                 let mut file = out.into_inner().map_err(|e| e.into_error())?;
                 std::io::Seek::rewind(&mut file)?;
                 sink.put_file("items.fgb", &mut file)?;
