@@ -240,7 +240,7 @@ fn flush_dataset(
     if let Some(sidecars) = sidecars.as_deref_mut() {
         for dataset in datasets.iter_mut() {
             // A dataset found again under another root is not written (below): nor are its sidecars.
-            if !catalogue.has_item(&dataset.item.id) {
+            if !catalogue.has_item(writer, &recipe.file.collection, dataset)? {
                 sidecars.add(writer, dataset, &mut report.warnings).with_context(|| format!("kerchunk sidecars of {}", dataset.item.id))?;
             }
         }

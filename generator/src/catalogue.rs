@@ -14,7 +14,7 @@
 //! number of catalogue nodes, not of items.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::sync::{Arc, Mutex};
 
@@ -68,8 +68,6 @@ pub struct CatalogueWriter<'a> {
     pages: &'a HtmlPages,
     site: SiteInfo,
     collections: BTreeMap<String, CollectionState>,
-    /// Keys of the ids written (128-bit digests: small, and collisions are out of reach).
-    ids: HashSet<u128>,
     /// Item rows keyed by [`node_key`], 0x00 and the id: node by node in page order, by id within a node.
     rows: Spill,
     stats: CatalogueStats,
@@ -77,18 +75,22 @@ pub struct CatalogueWriter<'a> {
 
 impl<'a> CatalogueWriter<'a> {
     pub fn new(site: &SiteInfo, pages: &'a HtmlPages) -> CatalogueWriter<'a> {
-        CatalogueWriter { pages, site: site.clone(), collections: BTreeMap::new(), ids: HashSet::new(), rows: Spill::default(), stats: CatalogueStats::default() }
+        CatalogueWriter { pages, site: site.clone(), collections: BTreeMap::new(), rows: Spill::default(), stats: CatalogueStats::default() }
     }
 
-    /// Whether an item with this id was written already (the same dataset under two roots).
-    pub fn has_item(&self, id: &str) -> bool {
-        self.ids.contains(&id_key(id))
+    /// Whether this item was written already (the same dataset under two
+    /// roots). Asked of the site writer's new tree (is a file at the item's
+    /// path?), so nothing per item is kept here. That is a check by path, not
+    /// by id: the same id placed at two paths (two recipes placing it under
+    /// other collections or hierarchy levels) would be written at both.
+    pub fn has_item(&self, writer: &SiteWriter, spec: &CollectionSpec, dataset: &DatasetItem) -> Result<bool> {
+        writer.holds(&item_path(&spec.id, &dataset.hierarchy, &dataset.item.id))
     }
 
     /// Writes one item (JSON and page) and files its summary. Returns false,
-    /// writing nothing, for an id already written (the same dataset under two roots).
+    /// writing nothing, for an item written already (see [`Self::has_item`]).
     pub fn add_item(&mut self, writer: &mut SiteWriter, spec: &CollectionSpec, extensions: &[String], dataset: DatasetItem) -> Result<bool> {
-        if self.has_item(&dataset.item.id) {
+        if self.has_item(writer, spec, &dataset)? {
             return Ok(false);
         }
         let prepared = self.preparer().prepare(spec, dataset)?;
@@ -101,34 +103,33 @@ impl<'a> CatalogueWriter<'a> {
     }
 
     /// Writes an item [`ItemPreparer::prepare`]d, and files its summary
-    /// (false, writing nothing, for an id already written).
+    /// (false, writing nothing, for an item written already: see [`Self::has_item`]).
     pub fn add_prepared(&mut self, writer: &mut SiteWriter, spec: &CollectionSpec, extensions: &[String], item: PreparedItem) -> Result<bool> {
-        let id_key = id_key(&item.facts.id);
-        if self.ids.contains(&id_key) {
+        let json_path = format!("{}/{}.json", item.dir, item.facts.id);
+        if writer.holds(&json_path)? {
             return Ok(false);
         }
-        writer.put_hashed_document(&format!("{}/{}.json", item.dir, item.facts.id), &item.json, item.json_sha)?;
+        writer.put_hashed_document(&json_path, &item.json, item.json_sha)?;
         writer.put_hashed(&format!("{}/{}.html", item.dir, item.facts.id), item.html.as_bytes(), item.html_sha)?;
-        self.file_item(id_key, spec, extensions, &item.facts, item.hierarchy)?;
+        self.file_item(spec, extensions, &item.facts, item.hierarchy)?;
         Ok(true)
     }
 
     /// Files an item that an earlier run wrote at its place (the publish
     /// receiver: an unchanged item keeps its JSON and page bytes, which this
     /// run would render identically; the caller carries them over). Returns
-    /// false, filing nothing, for an id already filed: then the caller carries nothing.
-    pub fn file_written_item(&mut self, spec: &CollectionSpec, extensions: &[String], facts: &ItemFacts, hierarchy: Vec<String>) -> Result<bool> {
-        let id_key = id_key(&facts.id);
-        if self.ids.contains(&id_key) {
+    /// false, filing nothing, for an item `writer` holds already (see
+    /// [`Self::has_item`]): then the caller carries nothing.
+    pub fn file_written_item(&mut self, writer: &SiteWriter, spec: &CollectionSpec, extensions: &[String], facts: &ItemFacts, hierarchy: Vec<String>) -> Result<bool> {
+        if writer.holds(&item_path(&spec.id, &hierarchy, &facts.id))? {
             return Ok(false);
         }
-        self.file_item(id_key, spec, extensions, facts, hierarchy)?;
+        self.file_item(spec, extensions, facts, hierarchy)?;
         Ok(true)
     }
 
     /// Keeps what the catalogue pages need of a written item.
-    fn file_item(&mut self, id_key: u128, spec: &CollectionSpec, extensions: &[String], facts: &ItemFacts, hierarchy: Vec<String>) -> Result<()> {
-        self.ids.insert(id_key);
+    fn file_item(&mut self, spec: &CollectionSpec, extensions: &[String], facts: &ItemFacts, hierarchy: Vec<String>) -> Result<()> {
         let state = self.collections.entry(spec.id.clone()).or_insert_with(|| CollectionState {
             spec: spec.clone(),
             extensions: extensions.to_vec(),
@@ -358,8 +359,15 @@ impl ItemFacts {
     }
 }
 
-fn id_key(id: &str) -> u128 {
-    u128::from_le_bytes(Sha256::digest(id.as_bytes())[..16].try_into().expect("16 bytes"))
+/// Where an item's JSON goes in the site: `<collection>/<hierarchy...>/<id>.json`
+/// (as [`ItemPreparer::prepare`] places it).
+fn item_path(collection: &str, hierarchy: &[String], id: &str) -> String {
+    let mut path = String::from(collection);
+    for level in hierarchy {
+        path.push('/');
+        path.push_str(level);
+    }
+    format!("{path}/{id}.json")
 }
 
 impl CollectionState {

@@ -394,6 +394,27 @@ impl SiteWriter {
         })
     }
 
+    /// Whether this writer has put a file at `rel_path` already. Asked of the
+    /// new tree itself, so nothing per path is kept in memory: a file there
+    /// is one this writer put, except in a spare tree brought up to date in
+    /// place, whose old files count only once written again (its seen bits).
+    pub fn holds(&self, rel_path: &str) -> Result<bool> {
+        let rel = safe_relative(rel_path)?;
+        if let Some(spare) = &self.spare {
+            let key = path_key(rel_path);
+            if spare.entries.index_of(key).is_some() {
+                return Ok(spare.is_seen(key));
+            }
+        }
+        match std::fs::symlink_metadata(self.staging.join(&rel)) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            // A path under a file (`a.json/b`) is not held either.
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("looking for {} in the new tree", rel.display())),
+        }
+    }
+
     /// Adds a STAC document (catalogue, collection or item): a file, and a record in the bundle.
     pub fn put_document(&mut self, rel_path: &str, bytes: &[u8]) -> Result<()> {
         let sha: [u8; 32] = Sha256::digest(bytes).into();
@@ -1122,6 +1143,8 @@ mod tests {
             let mut f = SiteWriter::begin(&fresh).unwrap();
             let before: BTreeMap<String, u64> = tree(&live).keys().map(|k| (k.clone(), std::fs::metadata(live.join(k)).unwrap().ino())).collect();
             for (path, body) in files {
+                // `holds`: only what this writer put (a spare's old file is not, until written again).
+                assert!(!w.holds(path).unwrap() && !f.holds(path).unwrap(), "round {n}: {path} held before it is written");
                 if path.ends_with(".json") {
                     w.put_document(path, body.as_bytes()).unwrap();
                     f.put_document(path, body.as_bytes()).unwrap();
@@ -1129,7 +1152,12 @@ mod tests {
                     w.put(path, body.as_bytes()).unwrap();
                     f.put(path, body.as_bytes()).unwrap();
                 }
+                assert!(w.holds(path).unwrap() && f.holds(path).unwrap(), "round {n}: {path} not held once written");
             }
+            for (path, _) in rounds[n.saturating_sub(1)].iter().filter(|(p, _)| !files.iter().any(|(q, _)| q == p)) {
+                assert!(!w.holds(path).unwrap() && !f.holds(path).unwrap(), "round {n}: {path} (last round's) held");
+            }
+            assert!(!w.holds("a.json/x").unwrap() && w.holds("../x").is_err());
             if in_place {
                 assert!(format!("{:#}", w.put("a.json", b"1").unwrap_err()).contains("two outputs want the same path a.json"));
             }

@@ -297,3 +297,41 @@ fn broken_item_template_fails_the_build_and_keeps_the_previous_tree() {
     assert!(msg.contains("item.html"), "unexpected failure: {msg}");
     assert_same_tree(&good_tree, &snapshot(&s.output()), "output after a failed build");
 }
+
+// ------------------------------------------------------ one dataset, two roots
+
+/// The same dataset under two roots of one site is written once, with the
+/// first root's files (the second copy is reported, not written, not indexed).
+/// The duplicate is recognised by the item's path in the new tree (the site
+/// writer's staging tree), which here is the same: same recipe, same id.
+#[test]
+fn a_dataset_under_two_roots_is_written_once_from_the_first() {
+    let s = Scratch::new();
+    let (first, second) = (s.archive().join("first"), s.archive().join("second"));
+    copy_dataset(TOS, &first);
+    copy_dataset(TOS, &second);
+    copy_dataset(O3, &second);
+    let yaml = format!(
+        "site:\n  name: test\n  title: test site\nroots:\n  - path: {}\n    recipe: cmip6\n    data_url: https://first.example.org/data/\n  - path: {}\n    recipe: cmip6\n    data_url: https://second.example.org/data/\noutput: {}\ncache: {}\n",
+        first.display(),
+        second.display(),
+        s.output().display(),
+        s.cache().display()
+    );
+    std::fs::write(s.config_path(), yaml).unwrap();
+    let summary = build(SiteConfig::load(&s.config_path()).unwrap());
+    assert_eq!(summary.items, 2, "warnings: {:?}", summary.warnings);
+    let tos = item_id(TOS);
+    assert!(summary.warnings.iter().any(|w| w.starts_with(&tos) && w.contains("found again under another root")), "warnings: {:?}", summary.warnings);
+    let items = site_items(&s.output()); // also fails on an item written twice
+    assert_eq!(items.keys().cloned().collect::<Vec<_>>(), { let mut v = vec![tos.clone(), item_id(O3)]; v.sort(); v });
+    let hrefs: Vec<&str> = items[&tos].assets().values().filter_map(|a| a["href"].as_str()).filter(|h| h.ends_with(".nc")).collect();
+    assert!(!hrefs.is_empty());
+    for h in hrefs {
+        assert!(h.starts_with("https://first.example.org/data/"), "{tos}: asset {h} is not the first root's");
+    }
+    assert!(items[&item_id(O3)].assets().values().filter_map(|a| a["href"].as_str()).any(|h| h.starts_with("https://second.example.org/data/")));
+    // Indexed once: the search index counts both items, not three.
+    let index: Value = serde_json::from_slice(&std::fs::read(s.output().join("index/index.json")).unwrap()).unwrap();
+    assert_eq!(index["items"], 2);
+}

@@ -220,7 +220,7 @@ impl Site {
             let html_rel = format!("{}.html", rel.trim_end_matches(".json"));
             let recipe = self.spec(parts[0]);
             if let (Some(html_entry), Some(recipe), Some((facts, indexed))) = (manifest.get(&html_rel), recipe, item) {
-                if catalogue.file_written_item(&recipe.file.collection, &recipe.file.extensions, facts, hierarchy)? {
+                if catalogue.file_written_item(&writer, &recipe.file.collection, &recipe.file.extensions, facts, hierarchy)? {
                     source.carry(&mut writer, rel, entry)?;
                     source.carry(&mut writer, &html_rel, html_entry)?;
                     search.add_ref(&mut writer, indexed).with_context(|| format!("indexing item {id}"))?;
