@@ -361,7 +361,7 @@ impl FgbStream {
                 run.push(rec);
             }
             // Stable: equal values keep the order added, as in the crate.
-            run.sort_by(|a, b| b.hilbert.cmp(&a.hilbert));
+            run.sort_by_key(|r| std::cmp::Reverse(r.hilbert));
             for rec in &run {
                 rec.encode(&mut runs_file)?;
             }
