@@ -3,7 +3,9 @@
 //! [`Engine::page_files`]), the caller fetches them (over HTTP in the viewer,
 //! from disk natively) into a [`Files`] store, and the next step computes.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use roaring::RoaringBitmap;
 
@@ -19,6 +21,10 @@ pub const MAX_COUNT_BLOCKS: usize = 24;
 /// [`MAX_DEFER_BLOCKS`] blocks) instead of downloading its postings.
 pub const DEFER_BYTES: u64 = 48 * 1024;
 pub const MAX_DEFER_BLOCKS: usize = 32;
+
+/// [`Engine::likely_page_files`] guesses the page's rows before the
+/// deferred filters are applied only when they pass at least this share of all items.
+pub const LIKELY_PASS: f64 = 0.5;
 
 /// Segmented text postings ([`codec::Segmented`]) are read in doc order only
 /// as far as the result page needs, unless what is left of them is at most
@@ -237,6 +243,9 @@ pub struct Filters {
     /// Text segments were left out for holding no candidates: the selected
     /// facets' own counts (without their filter) are unknown.
     skipped: bool,
+    /// `combine(None)`, computed once: deferral, resolving, the total and
+    /// every facet's count plan need it (reset when `facets` changes).
+    known: OnceCell<Option<Arc<RoaringBitmap>>>,
 }
 
 impl Filters {
@@ -253,6 +262,11 @@ impl Filters {
             });
         }
         acc
+    }
+
+    /// Every known (posting-list) filter combined, shared.
+    fn known(&self) -> Option<Arc<RoaringBitmap>> {
+        self.known.get_or_init(|| self.combine(None).map(Arc::new)).clone()
     }
 
     fn all(&self) -> RoaringBitmap {
@@ -281,7 +295,11 @@ impl Filters {
     /// The number of matching docs when it is known: always when complete.
     pub fn total(&self) -> Option<u64> {
         if self.complete() {
-            Some(self.results().len())
+            Some(match (&self.resolved, self.known()) {
+                (Some(r), _) => r.len(),
+                (None, Some(k)) => k.len(),
+                (None, None) => self.items as u64,
+            })
         } else {
             self.known_total
         }
@@ -292,7 +310,7 @@ impl Filters {
         if let Some(r) = &self.resolved {
             return r.clone();
         }
-        self.combine(None).unwrap_or_else(|| self.all())
+        self.known().map(|k| (*k).clone()).unwrap_or_else(|| self.all())
     }
 }
 
@@ -314,7 +332,7 @@ pub enum CountPlan {
     /// One other facet filters: sum its values' co-occurrence files.
     Cooccurrence { facet: usize, files: Vec<String> },
     /// Count the codes of these docs in their blocks (those passing the deferred filters).
-    Blocks { docs: RoaringBitmap, blocks: Vec<u32>, deferred: Vec<(usize, Vec<u32>)> },
+    Blocks { docs: Arc<RoaringBitmap>, blocks: Vec<u32>, deferred: Vec<(usize, Vec<u32>)> },
     /// The docs span too many blocks: no counts.
     TooBroad,
     /// The results are not complete (segmented text read in part): no counts.
@@ -407,17 +425,30 @@ impl Engine {
         (known, deferred)
     }
 
-    /// Blocks holding any of `docs`.
-    fn blocks_of(&self, docs: &RoaringBitmap) -> Vec<u32> {
-        let blocks = self.meta.items.div_ceil(self.meta.block.max(1));
-        (0..blocks)
-            .filter(|&b| {
-                let lo = b * self.meta.block;
-                let hi = (lo + self.meta.block).min(self.meta.items);
-                let below = if lo == 0 { 0 } else { docs.rank(lo - 1) };
-                docs.rank(hi - 1) > below
-            })
-            .collect()
+    /// The blocks holding any of `docs`, ascending, or `None` when there are
+    /// more than `max`. It jumps from one doc to the first doc of the next
+    /// block (one seek per block), stopping past `max`: `rank` per block sums
+    /// the lengths of every container before it, and a run container's length
+    /// is a sum over its runs, which made this most of a broad query's time.
+    pub fn blocks_within(&self, docs: &RoaringBitmap, max: usize) -> Option<Vec<u32>> {
+        let size = self.meta.block.max(1);
+        let mut out = Vec::new();
+        let mut it = docs.iter();
+        while let Some(d) = it.next() {
+            if d >= self.meta.items {
+                break;
+            }
+            if out.len() == max {
+                return None;
+            }
+            let b = d / size;
+            out.push(b);
+            match (b + 1).checked_mul(size) {
+                Some(next) => it.advance_to(next),
+                None => break,
+            }
+        }
+        Some(out)
     }
 
     fn terms(q: &Query) -> Vec<String> {
@@ -551,7 +582,7 @@ impl Engine {
         }
         let nothing_else = facets.is_empty() && deferred.is_empty() && q.from.is_none() && q.to.is_none() && q.bbox.is_none();
         let known_total = (single && nothing_else).then(|| segmented[0].seg.count);
-        Ok(Filters { items: self.meta.items, facets, other, deferred, resolved: None, limit, known_total, candidates, skipped })
+        Ok(Filters { items: self.meta.items, facets, other, deferred, resolved: None, limit, known_total, candidates, skipped, known: OnceCell::new() })
     }
 
     /// Per query term, the docs of the tokens it prefixes (as far as their
@@ -669,11 +700,8 @@ impl Engine {
     /// The blocks that evaluate the deferred filters, when that is possible
     /// and cheaper than their postings (always, when `defer_bytes` is 0).
     fn deferral_blocks(&self, filters: &Filters) -> Option<Vec<u32>> {
-        let k = filters.combine(None)?;
-        let blocks = self.blocks_of(&k);
-        if blocks.len() > MAX_DEFER_BLOCKS {
-            return None;
-        }
+        let k = filters.known()?;
+        let blocks = self.blocks_within(&k, MAX_DEFER_BLOCKS)?;
         let block_cost: u64 = blocks.iter().map(|&b| self.meta.block_sizes.get(b as usize).copied().unwrap_or(0) as u64).sum();
         let posting_cost: u64 =
             filters.deferred.iter().flat_map(|(f, values)| values.iter().map(move |&v| self.meta.facets[*f].sizes.get(v as usize).copied().unwrap_or(0) as u64)).sum();
@@ -688,7 +716,7 @@ impl Engine {
         if filters.deferred.is_empty() {
             return Ok(());
         }
-        let known = filters.combine(None);
+        let known = filters.known();
         let blocks = self.deferral_blocks(filters);
         match (known, blocks) {
             (Some(k), Some(blocks)) => {
@@ -696,9 +724,7 @@ impl Engine {
                 for b in blocks {
                     let cols = codec::decode_block(need(files, &format!("k/{b}.bin"))?)?;
                     let lo = b * self.meta.block;
-                    let mut range = RoaringBitmap::new();
-                    range.insert_range(lo..lo + cols.first().map_or(0, |c| c.len()) as u32);
-                    for d in &(&range & &k) {
+                    for d in k.range(lo..lo + cols.first().map_or(0, |c| c.len()) as u32) {
                         let i = (d - lo) as usize;
                         if filters.deferred.iter().all(|(f, values)| cols.get(*f).is_some_and(|c| code_matches(&self.meta.facets[*f], c[i], values))) {
                             out.insert(d);
@@ -715,6 +741,7 @@ impl Engine {
                     }
                     filters.facets.push((f, b));
                 }
+                filters.known = OnceCell::new();
             }
         }
         Ok(())
@@ -723,6 +750,9 @@ impl Engine {
     /// How each facet's live counts are found.
     pub fn count_plans(&self, q: &Query, filters: &Filters) -> Vec<CountPlan> {
         let selections = self.selections(q);
+        // Facets without a filter of their own count the same docs: their
+        // combination and its blocks are computed once (shared, not cloned).
+        let shared: OnceCell<(Arc<RoaringBitmap>, Option<Vec<u32>>)> = OnceCell::new();
         (0..self.meta.facets.len())
             .map(|f| {
                 if !filters.complete() || (filters.skipped && selections.iter().any(|(g, _)| *g == f)) {
@@ -738,13 +768,23 @@ impl Engine {
                         return CountPlan::Cooccurrence { facet: *g, files: values.iter().map(|v| format!("c/{g}-{v}.bin")).collect() };
                     }
                 }
-                let docs = filters.combine(Some(f)).unwrap_or_else(|| filters.all());
                 let deferred: Vec<(usize, Vec<u32>)> = filters.deferred.iter().filter(|(g, _)| *g != f).cloned().collect();
-                let touched = self.blocks_of(&docs);
-                if touched.len() > MAX_COUNT_BLOCKS {
-                    CountPlan::TooBroad
+                let (docs, touched) = if filters.facets.iter().any(|(g, _)| *g == f) {
+                    let docs = Arc::new(filters.combine(Some(f)).unwrap_or_else(|| filters.all()));
+                    let touched = self.blocks_within(&docs, MAX_COUNT_BLOCKS);
+                    (docs, touched)
                 } else {
-                    CountPlan::Blocks { docs, blocks: touched, deferred }
+                    shared
+                        .get_or_init(|| {
+                            let docs = filters.known().unwrap_or_else(|| Arc::new(filters.all()));
+                            let touched = self.blocks_within(&docs, MAX_COUNT_BLOCKS);
+                            (docs, touched)
+                        })
+                        .clone()
+                };
+                match touched {
+                    None => CountPlan::TooBroad,
+                    Some(blocks) => CountPlan::Blocks { docs, blocks, deferred },
                 }
             })
             .collect()
@@ -796,9 +836,7 @@ impl Engine {
                         let cols = &decoded[&b];
                         let col = cols.get(f).ok_or_else(|| FormatError(format!("block {b} has no facet {f}")))?;
                         let lo = b * self.meta.block;
-                        let mut range = RoaringBitmap::new();
-                        range.insert_range(lo..lo + col.len() as u32);
-                        for d in &(&range & docs) {
+                        for d in docs.range(lo..lo + col.len() as u32) {
                             let i = (d - lo) as usize;
                             if !deferred.iter().all(|(g, values)| cols.get(*g).is_some_and(|c| code_matches(&self.meta.facets[*g], c[i], values))) {
                                 continue;
@@ -819,8 +857,50 @@ impl Engine {
 
     /// Docs shown on result page `page`.
     pub fn page_docs(results: &RoaringBitmap, page: usize) -> Vec<u32> {
-        let start = (page * PAGE_SIZE) as u32;
-        (start..start + PAGE_SIZE as u32).map_while(|i| results.select(i)).collect()
+        Self::docs_from(results, (page * PAGE_SIZE) as u64, PAGE_SIZE)
+    }
+
+    /// `n` docs from position `start` on (one `select`, then in order).
+    fn docs_from(docs: &RoaringBitmap, start: u64, n: usize) -> Vec<u32> {
+        match u32::try_from(start).ok().and_then(|s| docs.select(s)) {
+            Some(first) => docs.range(first..).take(n).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Row files the result page will likely need, known before the query's
+    /// last round (deferred filters, more text segments), so the caller can
+    /// fetch them in that round instead of one more round after it. Without
+    /// deferred filters they are certain: the results found so far are the
+    /// first in doc order, so those on the page stay there. With deferred
+    /// filters the results are some of the docs the other filters leave;
+    /// when the deferred ones pass at least [`LIKELY_PASS`] of all items
+    /// (their global counts), this takes the docs at the page's positions
+    /// scaled by that rate; otherwise nothing (a guess would mostly be wasted).
+    pub fn likely_page_files(&self, q: &Query, filters: &Filters) -> Vec<String> {
+        if let Some(r) = &filters.resolved {
+            return self.page_files(&Self::page_docs(r, q.page));
+        }
+        let items = self.meta.items.max(1) as f64;
+        let pass: f64 = filters
+            .deferred
+            .iter()
+            .map(|(f, values)| {
+                let facet = &self.meta.facets[*f];
+                let n: u64 = values.iter().map(|&v| facet.counts.get(v as usize).copied().unwrap_or(0) as u64).sum();
+                (n as f64 / items).min(1.0)
+            })
+            .product();
+        if pass < LIKELY_PASS {
+            return Vec::new();
+        }
+        let start = ((q.page * PAGE_SIZE) as f64 / pass).floor() as u64;
+        let end = (((q.page + 1) * PAGE_SIZE) as f64 / pass).ceil() as u64;
+        let docs = match filters.known() {
+            Some(k) => Self::docs_from(&k, start, (end - start) as usize),
+            None => (start..end.min(filters.limit as u64)).map(|d| d as u32).collect(),
+        };
+        self.page_files(&docs)
     }
 
     pub fn page_files(&self, docs: &[u32]) -> Vec<String> {
@@ -951,12 +1031,19 @@ pub fn evaluate<E: From<FormatError>>(engine: &Engine, q: &Query, files: &mut Di
     let wanted = ((q.page + 1) * PAGE_SIZE) as u64;
     loop {
         let mut filters = engine.filters(q, files)?;
-        files.load(&engine.deferred_files(&filters)).map_err(&io)?;
+        let deferred = engine.deferred_files(&filters);
+        if !deferred.is_empty() {
+            // The page's likely rows come in the same round (the viewer does the same).
+            let mut round = deferred;
+            round.extend(engine.likely_page_files(q, &filters));
+            files.load(&round).map_err(&io)?;
+        }
         engine.resolve(&mut filters, files)?;
-        let more = engine.more_files(q, &filters, files, wanted, exhaustive)?;
+        let mut more = engine.more_files(q, &filters, files, wanted, exhaustive)?;
         if more.is_empty() {
             return Ok(filters);
         }
+        more.extend(engine.likely_page_files(q, &filters));
         files.load(&more).map_err(&io)?;
     }
 }
@@ -1036,6 +1123,69 @@ mod tests {
         let back: Vec<(String, String)> = q.to_params();
         let again = Query::from_params(back.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         assert_eq!(q, again);
+    }
+
+    fn engine_of(items: u32) -> Engine {
+        let meta = Meta {
+            format: FORMAT.into(),
+            version: VERSION,
+            site: Default::default(),
+            items,
+            doc_shard: crate::DOC_SHARD,
+            block: crate::BLOCK,
+            facets: Vec::new(),
+            text_chunks: Vec::new(),
+            start_years: Vec::new(),
+            end_years: Vec::new(),
+            block_sizes: Vec::new(),
+            boxes: 0,
+            fgb: None,
+        };
+        Engine::new(meta).unwrap()
+    }
+
+    #[test]
+    fn blocks_within_agrees_with_ranks() {
+        let items = 1_000_000;
+        let e = engine_of(items);
+        let by_rank = |docs: &RoaringBitmap| -> Vec<u32> {
+            (0..items.div_ceil(crate::BLOCK))
+                .filter(|&b| {
+                    let lo = b * crate::BLOCK;
+                    let hi = (lo + crate::BLOCK).min(items);
+                    docs.rank(hi - 1) > if lo == 0 { 0 } else { docs.rank(lo - 1) }
+                })
+                .collect()
+        };
+        let mut cases: Vec<RoaringBitmap> = vec![RoaringBitmap::new(), (0..items).collect(), [0, 16383, 16384, items - 1].into_iter().collect()];
+        // Runs, sparse docs and dense bitmaps, across block and container edges.
+        let mut x = 7u64;
+        for _ in 0..20 {
+            let mut b = RoaringBitmap::new();
+            for _ in 0..(x % 50) {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let start = (x >> 33) as u32 % items;
+                let len = ((x >> 13) as u32 % 40_000).min(items - start);
+                if x & 1 == 0 {
+                    b.insert_range(start..start + len);
+                } else {
+                    b.insert(start);
+                }
+            }
+            cases.push(b);
+        }
+        for docs in &cases {
+            let want = by_rank(docs);
+            assert_eq!(e.blocks_within(docs, usize::MAX).as_ref(), Some(&want));
+            for max in [0, 1, 3, want.len().saturating_sub(1), want.len()] {
+                let got = e.blocks_within(docs, max);
+                if want.len() <= max {
+                    assert_eq!(got.as_ref(), Some(&want));
+                } else {
+                    assert_eq!(got, None, "{} blocks, max {max}", want.len());
+                }
+            }
+        }
     }
 
     #[test]
