@@ -19,7 +19,7 @@ pub const MAX_COUNT_BLOCKS: usize = 24;
 /// A facet filter whose posting files total more than this is evaluated from
 /// the blocks of the docs the other filters leave (when they span at most
 /// [`MAX_DEFER_BLOCKS`] blocks) instead of downloading its postings.
-pub const DEFER_BYTES: u64 = 48 * 1024;
+pub const DEFER_BYTES: u64 = 64 * 1024;
 pub const MAX_DEFER_BLOCKS: usize = 32;
 
 /// [`Engine::likely_page_files`] guesses the page's rows before the
@@ -497,6 +497,20 @@ impl Engine {
             out.insert("b.bin".to_string());
         }
         out.into_iter().collect()
+    }
+
+    /// The files a query reads first, known from `index.json` and the URL
+    /// alone: [`Engine::result_files`], and the result rows when nothing
+    /// filters (every doc matches). The viewer's page starts fetching these
+    /// while its wasm loads (viewer/index.html computes the same list).
+    pub fn first_files(&self, q: &Query) -> Vec<String> {
+        let mut out = self.result_files(q);
+        if q.is_empty() {
+            let start = (q.page * PAGE_SIZE) as u64;
+            let docs: Vec<u32> = (start..(start + PAGE_SIZE as u64).min(self.meta.items as u64)).map(|d| d as u32).collect();
+            out.extend(self.page_files(&docs));
+        }
+        out
     }
 
     /// The query's filter bitmaps (needs [`Engine::result_files`]).
@@ -998,6 +1012,8 @@ pub struct SearchOutcome {
     pub counts: BTreeMap<String, BTreeMap<String, u32>>,
     pub bytes: u64,
     pub requests: u64,
+    /// [`Engine::first_files`]: what the viewer's page prefetches for this query.
+    pub first_files: Vec<String>,
 }
 
 /// How [`search_dir_opts`] searches.
@@ -1027,7 +1043,7 @@ pub fn search_dir_with(dir: &std::path::Path, q: &Query, all: bool, defer_bytes:
 /// then deferred filters and more text segments until [`Engine::more_files`]
 /// asks for nothing more.
 pub fn evaluate<E: From<FormatError>>(engine: &Engine, q: &Query, files: &mut DirFiles, exhaustive: bool, io: impl Fn(std::io::Error) -> E) -> std::result::Result<Filters, E> {
-    files.load(&engine.result_files(q)).map_err(&io)?;
+    files.load(&engine.first_files(q)).map_err(&io)?;
     let wanted = ((q.page + 1) * PAGE_SIZE) as u64;
     loop {
         let mut filters = engine.filters(q, files)?;
@@ -1067,6 +1083,7 @@ pub fn search_dir_opts(dir: &std::path::Path, q: &Query, opts: &SearchOptions) -
     files.bytes = meta.len() as u64;
     files.requests = 1;
     let io = |e: std::io::Error| e.to_string();
+    let first_files = engine.first_files(q);
     let filters = evaluate::<String>(&engine, q, &mut files, opts.all || opts.exact, io)?;
     let results = filters.results();
     let plans = engine.count_plans(q, &filters);
@@ -1094,7 +1111,7 @@ pub fn search_dir_opts(dir: &std::path::Path, q: &Query, opts: &SearchOptions) -
         Some(t) => (t, true),
         None => (results.len(), false),
     };
-    Ok(SearchOutcome { total, exact, page, all, counts, bytes, requests })
+    Ok(SearchOutcome { total, exact, page, all, counts, bytes, requests, first_files })
 }
 
 #[cfg(test)]
@@ -1186,6 +1203,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// viewer/index.html computes `Engine::first_files` in JS while the wasm
+    /// loads, with copies of these constants.
+    #[test]
+    fn viewer_prefetch_constants_match() {
+        let html = include_str!("../../viewer/index.html");
+        let want = format!("var VERSION = {VERSION}, DEFER_BYTES = {DEFER_BYTES}, PAGE_SIZE = {PAGE_SIZE};");
+        assert!(html.contains(&want), "viewer/index.html should declare `{want}`");
     }
 
     #[test]

@@ -223,7 +223,7 @@ async fn load_site(base: String) -> Result<Rc<SiteData>, String> {
 async fn evaluate(site: &Rc<SiteData>, q: &Query, exhaustive: bool) -> Result<Filters, String> {
     let engine = &site.engine;
     let e = |e: fedstac_index::codec::FormatError| e.to_string();
-    fetch_index_files(site, engine.result_files(q)).await?;
+    fetch_index_files(site, engine.first_files(q)).await?;
     let wanted = ((q.page + 1) * PAGE_SIZE) as u64;
     loop {
         let mut filters = engine.filters(q, &Store(site.files.borrow())).map_err(e)?;
