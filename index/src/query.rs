@@ -339,6 +339,23 @@ pub enum CountPlan {
     Partial,
 }
 
+/// How the deferred facet filters are evaluated ([`Engine::deferral`]).
+enum Deferral {
+    /// From the facet codes in these blocks.
+    Blocks(Vec<u32>),
+    /// From these segments (or whole files) of their postings.
+    Segments(Vec<SegmentPart>),
+    /// From their whole postings, which then count as known filters.
+    Postings,
+}
+
+/// The files of one deferred value's postings that a query reads.
+struct SegmentPart {
+    facet: usize,
+    files: Vec<String>,
+    bytes: u64,
+}
+
 /// A segmented token that a query term matches ([`codec::Segmented`]).
 struct SegmentedToken {
     /// `x/<chunk>-<entry>`: segment `s` is in `<prefix>-<s>.bin`.
@@ -700,29 +717,75 @@ impl Engine {
     }
 
     /// Files the deferred filters need: the blocks of the docs the other
-    /// filters leave, or (when those span too many blocks) the postings after all.
+    /// filters leave, or the segments of their postings that hold those docs,
+    /// or (when those span too many blocks) the postings after all.
     pub fn deferred_files(&self, filters: &Filters) -> Vec<String> {
         if filters.deferred.is_empty() {
             return Vec::new();
         }
-        if let Some(blocks) = self.deferral_blocks(filters) {
-            return blocks.iter().map(|b| format!("k/{b}.bin")).collect();
+        match self.deferral(filters) {
+            Deferral::Blocks(blocks) => blocks.iter().map(|b| format!("k/{b}.bin")).collect(),
+            Deferral::Segments(parts) => parts.into_iter().flat_map(|p| p.files).collect::<BTreeSet<_>>().into_iter().collect(),
+            Deferral::Postings => filters.deferred.iter().flat_map(|(f, values)| values.iter().map(move |v| format!("f/{f}-{v}.bin"))).collect(),
         }
-        filters.deferred.iter().flat_map(|(f, values)| values.iter().map(move |v| format!("f/{f}-{v}.bin"))).collect()
     }
 
-    /// The blocks that evaluate the deferred filters, when that is possible
-    /// and cheaper than their postings (always, when `defer_bytes` is 0).
-    fn deferral_blocks(&self, filters: &Filters) -> Option<Vec<u32>> {
-        let k = filters.known()?;
-        let blocks = self.blocks_within(&k, MAX_DEFER_BLOCKS)?;
+    /// How the deferred filters are evaluated. The blocks when that is
+    /// possible and cheaper than their postings (always, when `defer_bytes`
+    /// is 0); then, when fewer bytes still, the segments of their postings
+    /// that hold the docs the other filters leave (whole postings for a value
+    /// without segments). Segments answer exactly what the blocks answer for
+    /// those docs, and the deferred filters stay deferred for the live counts,
+    /// so the choice changes bytes, never results or counts.
+    fn deferral(&self, filters: &Filters) -> Deferral {
+        let Some(k) = filters.known() else { return Deferral::Postings };
+        let Some(blocks) = self.blocks_within(&k, MAX_DEFER_BLOCKS) else { return Deferral::Postings };
         let block_cost: u64 = blocks.iter().map(|&b| self.meta.block_sizes.get(b as usize).copied().unwrap_or(0) as u64).sum();
         let posting_cost: u64 =
             filters.deferred.iter().flat_map(|(f, values)| values.iter().map(move |&v| self.meta.facets[*f].sizes.get(v as usize).copied().unwrap_or(0) as u64)).sum();
-        if self.defer_bytes > 0 && block_cost >= posting_cost {
-            return None;
+        if self.defer_bytes == 0 {
+            return Deferral::Blocks(blocks);
         }
-        Some(blocks)
+        if block_cost >= posting_cost {
+            return Deferral::Postings;
+        }
+        let segmented = filters.deferred.iter().any(|(f, values)| values.iter().any(|v| self.meta.facets[*f].segments.contains_key(v)));
+        if segmented {
+            let docs: &RoaringBitmap = &k;
+            let parts: Vec<SegmentPart> = filters.deferred.iter().flat_map(|(f, values)| values.iter().map(move |&v| self.segment_part(*f, v, docs))).collect();
+            if parts.iter().map(|p| p.bytes).sum::<u64>() < block_cost {
+                return Deferral::Segments(parts);
+            }
+        }
+        Deferral::Blocks(blocks)
+    }
+
+    /// The files of value `v` of facet `f` that hold its docs among `docs`:
+    /// the segments whose doc range holds any of them (one seek per segment),
+    /// or the whole posting file when it has no segments.
+    /// Their bytes are estimated (`index.json` holds no size per segment): the
+    /// whole file's share for the segment's docs, plus half for compressing
+    /// small files separately (7–12 KB each for `latest=true` at 10M, ~8 KB even).
+    fn segment_part(&self, f: usize, v: u32, docs: &RoaringBitmap) -> SegmentPart {
+        let facet = &self.meta.facets[f];
+        let size = facet.sizes.get(v as usize).copied().unwrap_or(0) as u64;
+        let per = match facet.segments.get(&v) {
+            Some(&per) if per > 0 => per,
+            _ => return SegmentPart { facet: f, files: vec![format!("f/{f}-{v}.bin")], bytes: size },
+        };
+        let estimate = (size * per as u64 * 3).div_ceil(2 * self.meta.items.max(1) as u64);
+        let mut part = SegmentPart { facet: f, files: Vec::new(), bytes: 0 };
+        let mut it = docs.iter();
+        while let Some(d) = it.next() {
+            let s = d / per;
+            part.files.push(format!("f/{f}-{v}-{s}.bin"));
+            part.bytes += estimate;
+            match (s + 1).checked_mul(per) {
+                Some(next) => it.advance_to(next),
+                None => break,
+            }
+        }
+        part
     }
 
     /// Applies the deferred filters (needs [`Engine::deferred_files`]).
@@ -731,9 +794,8 @@ impl Engine {
             return Ok(());
         }
         let known = filters.known();
-        let blocks = self.deferral_blocks(filters);
-        match (known, blocks) {
-            (Some(k), Some(blocks)) => {
+        match (known, self.deferral(filters)) {
+            (Some(k), Deferral::Blocks(blocks)) => {
                 let mut out = RoaringBitmap::new();
                 for b in blocks {
                     let cols = codec::decode_block(need(files, &format!("k/{b}.bin"))?)?;
@@ -744,6 +806,21 @@ impl Engine {
                             out.insert(d);
                         }
                     }
+                }
+                filters.resolved = Some(out);
+            }
+            (Some(k), Deferral::Segments(parts)) => {
+                // Per deferred facet, the union of its values' docs within the
+                // ranges that hold the known docs: exact for those docs.
+                let mut out = (*k).clone();
+                for (f, _) in &filters.deferred {
+                    let mut b = RoaringBitmap::new();
+                    for p in parts.iter().filter(|p| p.facet == *f) {
+                        for path in &p.files {
+                            b |= codec::decode_postings(need(files, path)?)?;
+                        }
+                    }
+                    out &= b;
                 }
                 filters.resolved = Some(out);
             }
