@@ -39,6 +39,8 @@ for (const [name, qs] of queries) {
     await page.locator('.results[data-state=ready]').waitFor({ timeout: 60000 });
     await page.locator('.filters[data-counts=ready]').waitFor({ timeout: 60000 });
     const stats = await page.locator('#stats').evaluate(el => ({ ms: Number(el.dataset.ms), countsMs: Number(el.dataset.countsMs), readyAt: Number(el.dataset.readyAt), total: document.querySelector('#total').textContent, exact: document.querySelector('#total').dataset.exact === 'true' }));
+    // Files the page prefetched for the query (viewer/index.html) that the viewer never took: wasted bytes.
+    stats.notTaken = await page.evaluate(() => (window.fedstacPrefetched || []).filter(u => u in (window.fedstacPrefetch || {})).length);
     await new Promise(r => setTimeout(r, 50));
     let first = 0, query = 0, firstReq = 0, queryReq = 0;
     for (const [url, n] of sizes) {
@@ -49,6 +51,6 @@ for (const [name, qs] of queries) {
   }
   samples.sort((a, b) => a.readyAt - b.readyAt);
   const m = samples[1];
-  console.log(JSON.stringify({ name, qs, total: m.total, exact: m.exact, ready_ms: m.readyAt, query_ms: m.ms, counts_ms: m.countsMs, query_bytes: m.query, query_requests: m.queryReq, first_bytes: m.first, first_requests: m.firstReq, ...(process.env.TIMING ? { timeline: m.timeline.sort((a, b) => a[1] - b[1]) } : {}) }));
+  console.log(JSON.stringify({ name, qs, total: m.total, exact: m.exact, ready_ms: m.readyAt, query_ms: m.ms, counts_ms: m.countsMs, query_bytes: m.query, query_requests: m.queryReq, not_taken: m.notTaken, first_bytes: m.first, first_requests: m.firstReq, ...(process.env.TIMING ? { timeline: m.timeline.sort((a, b) => a[1] - b[1]) } : {}) }));
 }
 await browser.close();

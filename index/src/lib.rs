@@ -11,6 +11,7 @@
 //! | --- | --- | --- |
 //! | `index.json` | [`Meta`]: item count, facets with their values and global counts, text chunk boundaries, time-index years | at start |
 //! | `f/<facet>-<value>.bin` | posting list: the docs having that facet value (roaring) | per selected value |
+//! | `f/<facet>-<value>-<segment>.bin` | a large posting file (over `write::FACET_SEGMENT_MIN_BYTES`) once more, split by doc range ([`FacetMeta::segments`]) | a deferred filter's segments holding the docs the other filters leave, when fewer bytes than their blocks |
 //! | `c/<facet>-<value>.bin` | co-occurrence counts of every other facet's values among those docs | live counts when one facet is filtered |
 //! | `k/<block>.bin` | facet codes of the docs of one block of [`Meta::block`] docs, columnar | live counts of combined filters, and large facet filters evaluated on the few docs the other filters leave; only the blocks holding those docs |
 //! | `x/<chunk>.bin` | text postings: (token, roaring) for a sorted range of tokens (Pagefind-style chunks); a common token's postings are segmented by doc range: the chunk holds its per-segment doc ranges, counts and file sizes and the first segment | per query term |
@@ -37,6 +38,10 @@
 //! the engine can choose, per query, between downloading a large posting list
 //! (`latest=true` covers 90% of the items) and reading that facet from the
 //! blocks of the docs the other filters leave ([`query::DEFER_BYTES`]).
+//! Version 3 adds segments of the large posting files: the same postings cut
+//! by doc range into files of a few KB, so such a filter reads only the
+//! segments that hold the other filters' docs (at 10M items `latest=true`
+//! with one experiment reads ~40 KB of segments instead of ~340 KB of blocks).
 //!
 //! Docs are numbered in the order the generator writes the items (scan order,
 //! which follows the DRS path, so items of one source/experiment/member are
@@ -68,7 +73,7 @@ pub mod write;
 use serde::{Deserialize, Serialize};
 
 /// Format version: a reader refuses an index of another version.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Name of the format, in `index.json`.
 pub const FORMAT: &str = "fedstac-index";
 /// Directory of the index inside a site.
@@ -150,6 +155,13 @@ pub struct FacetMeta {
     /// reads a large one from the blocks instead when other filters are narrow.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sizes: Vec<u32>,
+    /// Large posting files also split by doc range (version 3): value number →
+    /// docs per segment `n` (a multiple of [`BLOCK`]); segment `s`
+    /// (`f/<facet>-<value>-<s>.bin`, one for every range up to the item
+    /// count, empty ones too) holds the value's docs in `s * n .. (s + 1) * n`.
+    /// One number per value keeps `index.json`, which every page load reads, small.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub segments: std::collections::BTreeMap<u32, u32>,
     /// For list-valued facets: code - 1 → the value numbers of that combination.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub combos: Vec<Vec<u32>>,

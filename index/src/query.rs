@@ -3,7 +3,9 @@
 //! [`Engine::page_files`]), the caller fetches them (over HTTP in the viewer,
 //! from disk natively) into a [`Files`] store, and the next step computes.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use roaring::RoaringBitmap;
 
@@ -17,8 +19,12 @@ pub const MAX_COUNT_BLOCKS: usize = 24;
 /// A facet filter whose posting files total more than this is evaluated from
 /// the blocks of the docs the other filters leave (when they span at most
 /// [`MAX_DEFER_BLOCKS`] blocks) instead of downloading its postings.
-pub const DEFER_BYTES: u64 = 48 * 1024;
+pub const DEFER_BYTES: u64 = 64 * 1024;
 pub const MAX_DEFER_BLOCKS: usize = 32;
+
+/// [`Engine::likely_page_files`] guesses the page's rows before the
+/// deferred filters are applied only when they pass at least this share of all items.
+pub const LIKELY_PASS: f64 = 0.5;
 
 /// Segmented text postings ([`codec::Segmented`]) are read in doc order only
 /// as far as the result page needs, unless what is left of them is at most
@@ -237,6 +243,9 @@ pub struct Filters {
     /// Text segments were left out for holding no candidates: the selected
     /// facets' own counts (without their filter) are unknown.
     skipped: bool,
+    /// `combine(None)`, computed once: deferral, resolving, the total and
+    /// every facet's count plan need it (reset when `facets` changes).
+    known: OnceCell<Option<Arc<RoaringBitmap>>>,
 }
 
 impl Filters {
@@ -253,6 +262,11 @@ impl Filters {
             });
         }
         acc
+    }
+
+    /// Every known (posting-list) filter combined, shared.
+    fn known(&self) -> Option<Arc<RoaringBitmap>> {
+        self.known.get_or_init(|| self.combine(None).map(Arc::new)).clone()
     }
 
     fn all(&self) -> RoaringBitmap {
@@ -281,7 +295,11 @@ impl Filters {
     /// The number of matching docs when it is known: always when complete.
     pub fn total(&self) -> Option<u64> {
         if self.complete() {
-            Some(self.results().len())
+            Some(match (&self.resolved, self.known()) {
+                (Some(r), _) => r.len(),
+                (None, Some(k)) => k.len(),
+                (None, None) => self.items as u64,
+            })
         } else {
             self.known_total
         }
@@ -292,7 +310,7 @@ impl Filters {
         if let Some(r) = &self.resolved {
             return r.clone();
         }
-        self.combine(None).unwrap_or_else(|| self.all())
+        self.known().map(|k| (*k).clone()).unwrap_or_else(|| self.all())
     }
 }
 
@@ -314,11 +332,28 @@ pub enum CountPlan {
     /// One other facet filters: sum its values' co-occurrence files.
     Cooccurrence { facet: usize, files: Vec<String> },
     /// Count the codes of these docs in their blocks (those passing the deferred filters).
-    Blocks { docs: RoaringBitmap, blocks: Vec<u32>, deferred: Vec<(usize, Vec<u32>)> },
+    Blocks { docs: Arc<RoaringBitmap>, blocks: Vec<u32>, deferred: Vec<(usize, Vec<u32>)> },
     /// The docs span too many blocks: no counts.
     TooBroad,
     /// The results are not complete (segmented text read in part): no counts.
     Partial,
+}
+
+/// How the deferred facet filters are evaluated ([`Engine::deferral`]).
+enum Deferral {
+    /// From the facet codes in these blocks.
+    Blocks(Vec<u32>),
+    /// From these segments (or whole files) of their postings.
+    Segments(Vec<SegmentPart>),
+    /// From their whole postings, which then count as known filters.
+    Postings,
+}
+
+/// The files of one deferred value's postings that a query reads.
+struct SegmentPart {
+    facet: usize,
+    files: Vec<String>,
+    bytes: u64,
 }
 
 /// A segmented token that a query term matches ([`codec::Segmented`]).
@@ -407,17 +442,30 @@ impl Engine {
         (known, deferred)
     }
 
-    /// Blocks holding any of `docs`.
-    fn blocks_of(&self, docs: &RoaringBitmap) -> Vec<u32> {
-        let blocks = self.meta.items.div_ceil(self.meta.block.max(1));
-        (0..blocks)
-            .filter(|&b| {
-                let lo = b * self.meta.block;
-                let hi = (lo + self.meta.block).min(self.meta.items);
-                let below = if lo == 0 { 0 } else { docs.rank(lo - 1) };
-                docs.rank(hi - 1) > below
-            })
-            .collect()
+    /// The blocks holding any of `docs`, ascending, or `None` when there are
+    /// more than `max`. It jumps from one doc to the first doc of the next
+    /// block (one seek per block), stopping past `max`: `rank` per block sums
+    /// the lengths of every container before it, and a run container's length
+    /// is a sum over its runs, which made this most of a broad query's time.
+    pub fn blocks_within(&self, docs: &RoaringBitmap, max: usize) -> Option<Vec<u32>> {
+        let size = self.meta.block.max(1);
+        let mut out = Vec::new();
+        let mut it = docs.iter();
+        while let Some(d) = it.next() {
+            if d >= self.meta.items {
+                break;
+            }
+            if out.len() == max {
+                return None;
+            }
+            let b = d / size;
+            out.push(b);
+            match (b + 1).checked_mul(size) {
+                Some(next) => it.advance_to(next),
+                None => break,
+            }
+        }
+        Some(out)
     }
 
     fn terms(q: &Query) -> Vec<String> {
@@ -466,6 +514,20 @@ impl Engine {
             out.insert("b.bin".to_string());
         }
         out.into_iter().collect()
+    }
+
+    /// The files a query reads first, known from `index.json` and the URL
+    /// alone: [`Engine::result_files`], and the result rows when nothing
+    /// filters (every doc matches). The viewer's page starts fetching these
+    /// while its wasm loads (viewer/index.html computes the same list).
+    pub fn first_files(&self, q: &Query) -> Vec<String> {
+        let mut out = self.result_files(q);
+        if q.is_empty() {
+            let start = (q.page * PAGE_SIZE) as u64;
+            let docs: Vec<u32> = (start..(start + PAGE_SIZE as u64).min(self.meta.items as u64)).map(|d| d as u32).collect();
+            out.extend(self.page_files(&docs));
+        }
+        out
     }
 
     /// The query's filter bitmaps (needs [`Engine::result_files`]).
@@ -551,7 +613,7 @@ impl Engine {
         }
         let nothing_else = facets.is_empty() && deferred.is_empty() && q.from.is_none() && q.to.is_none() && q.bbox.is_none();
         let known_total = (single && nothing_else).then(|| segmented[0].seg.count);
-        Ok(Filters { items: self.meta.items, facets, other, deferred, resolved: None, limit, known_total, candidates, skipped })
+        Ok(Filters { items: self.meta.items, facets, other, deferred, resolved: None, limit, known_total, candidates, skipped, known: OnceCell::new() })
     }
 
     /// Per query term, the docs of the tokens it prefixes (as far as their
@@ -655,32 +717,75 @@ impl Engine {
     }
 
     /// Files the deferred filters need: the blocks of the docs the other
-    /// filters leave, or (when those span too many blocks) the postings after all.
+    /// filters leave, or the segments of their postings that hold those docs,
+    /// or (when those span too many blocks) the postings after all.
     pub fn deferred_files(&self, filters: &Filters) -> Vec<String> {
         if filters.deferred.is_empty() {
             return Vec::new();
         }
-        if let Some(blocks) = self.deferral_blocks(filters) {
-            return blocks.iter().map(|b| format!("k/{b}.bin")).collect();
+        match self.deferral(filters) {
+            Deferral::Blocks(blocks) => blocks.iter().map(|b| format!("k/{b}.bin")).collect(),
+            Deferral::Segments(parts) => parts.into_iter().flat_map(|p| p.files).collect::<BTreeSet<_>>().into_iter().collect(),
+            Deferral::Postings => filters.deferred.iter().flat_map(|(f, values)| values.iter().map(move |v| format!("f/{f}-{v}.bin"))).collect(),
         }
-        filters.deferred.iter().flat_map(|(f, values)| values.iter().map(move |v| format!("f/{f}-{v}.bin"))).collect()
     }
 
-    /// The blocks that evaluate the deferred filters, when that is possible
-    /// and cheaper than their postings (always, when `defer_bytes` is 0).
-    fn deferral_blocks(&self, filters: &Filters) -> Option<Vec<u32>> {
-        let k = filters.combine(None)?;
-        let blocks = self.blocks_of(&k);
-        if blocks.len() > MAX_DEFER_BLOCKS {
-            return None;
-        }
+    /// How the deferred filters are evaluated. The blocks when that is
+    /// possible and cheaper than their postings (always, when `defer_bytes`
+    /// is 0); then, when fewer bytes still, the segments of their postings
+    /// that hold the docs the other filters leave (whole postings for a value
+    /// without segments). Segments answer exactly what the blocks answer for
+    /// those docs, and the deferred filters stay deferred for the live counts,
+    /// so the choice changes bytes, never results or counts.
+    fn deferral(&self, filters: &Filters) -> Deferral {
+        let Some(k) = filters.known() else { return Deferral::Postings };
+        let Some(blocks) = self.blocks_within(&k, MAX_DEFER_BLOCKS) else { return Deferral::Postings };
         let block_cost: u64 = blocks.iter().map(|&b| self.meta.block_sizes.get(b as usize).copied().unwrap_or(0) as u64).sum();
         let posting_cost: u64 =
             filters.deferred.iter().flat_map(|(f, values)| values.iter().map(move |&v| self.meta.facets[*f].sizes.get(v as usize).copied().unwrap_or(0) as u64)).sum();
-        if self.defer_bytes > 0 && block_cost >= posting_cost {
-            return None;
+        if self.defer_bytes == 0 {
+            return Deferral::Blocks(blocks);
         }
-        Some(blocks)
+        if block_cost >= posting_cost {
+            return Deferral::Postings;
+        }
+        let segmented = filters.deferred.iter().any(|(f, values)| values.iter().any(|v| self.meta.facets[*f].segments.contains_key(v)));
+        if segmented {
+            let docs: &RoaringBitmap = &k;
+            let parts: Vec<SegmentPart> = filters.deferred.iter().flat_map(|(f, values)| values.iter().map(move |&v| self.segment_part(*f, v, docs))).collect();
+            if parts.iter().map(|p| p.bytes).sum::<u64>() < block_cost {
+                return Deferral::Segments(parts);
+            }
+        }
+        Deferral::Blocks(blocks)
+    }
+
+    /// The files of value `v` of facet `f` that hold its docs among `docs`:
+    /// the segments whose doc range holds any of them (one seek per segment),
+    /// or the whole posting file when it has no segments.
+    /// Their bytes are estimated (`index.json` holds no size per segment): the
+    /// whole file's share for the segment's docs, plus half for compressing
+    /// small files separately (7–12 KB each for `latest=true` at 10M, ~8 KB even).
+    fn segment_part(&self, f: usize, v: u32, docs: &RoaringBitmap) -> SegmentPart {
+        let facet = &self.meta.facets[f];
+        let size = facet.sizes.get(v as usize).copied().unwrap_or(0) as u64;
+        let per = match facet.segments.get(&v) {
+            Some(&per) if per > 0 => per,
+            _ => return SegmentPart { facet: f, files: vec![format!("f/{f}-{v}.bin")], bytes: size },
+        };
+        let estimate = (size * per as u64 * 3).div_ceil(2 * self.meta.items.max(1) as u64);
+        let mut part = SegmentPart { facet: f, files: Vec::new(), bytes: 0 };
+        let mut it = docs.iter();
+        while let Some(d) = it.next() {
+            let s = d / per;
+            part.files.push(format!("f/{f}-{v}-{s}.bin"));
+            part.bytes += estimate;
+            match (s + 1).checked_mul(per) {
+                Some(next) => it.advance_to(next),
+                None => break,
+            }
+        }
+        part
     }
 
     /// Applies the deferred filters (needs [`Engine::deferred_files`]).
@@ -688,22 +793,34 @@ impl Engine {
         if filters.deferred.is_empty() {
             return Ok(());
         }
-        let known = filters.combine(None);
-        let blocks = self.deferral_blocks(filters);
-        match (known, blocks) {
-            (Some(k), Some(blocks)) => {
+        let known = filters.known();
+        match (known, self.deferral(filters)) {
+            (Some(k), Deferral::Blocks(blocks)) => {
                 let mut out = RoaringBitmap::new();
                 for b in blocks {
                     let cols = codec::decode_block(need(files, &format!("k/{b}.bin"))?)?;
                     let lo = b * self.meta.block;
-                    let mut range = RoaringBitmap::new();
-                    range.insert_range(lo..lo + cols.first().map_or(0, |c| c.len()) as u32);
-                    for d in &(&range & &k) {
+                    for d in k.range(lo..lo + cols.first().map_or(0, |c| c.len()) as u32) {
                         let i = (d - lo) as usize;
                         if filters.deferred.iter().all(|(f, values)| cols.get(*f).is_some_and(|c| code_matches(&self.meta.facets[*f], c[i], values))) {
                             out.insert(d);
                         }
                     }
+                }
+                filters.resolved = Some(out);
+            }
+            (Some(k), Deferral::Segments(parts)) => {
+                // Per deferred facet, the union of its values' docs within the
+                // ranges that hold the known docs: exact for those docs.
+                let mut out = (*k).clone();
+                for (f, _) in &filters.deferred {
+                    let mut b = RoaringBitmap::new();
+                    for p in parts.iter().filter(|p| p.facet == *f) {
+                        for path in &p.files {
+                            b |= codec::decode_postings(need(files, path)?)?;
+                        }
+                    }
+                    out &= b;
                 }
                 filters.resolved = Some(out);
             }
@@ -715,6 +832,7 @@ impl Engine {
                     }
                     filters.facets.push((f, b));
                 }
+                filters.known = OnceCell::new();
             }
         }
         Ok(())
@@ -723,6 +841,9 @@ impl Engine {
     /// How each facet's live counts are found.
     pub fn count_plans(&self, q: &Query, filters: &Filters) -> Vec<CountPlan> {
         let selections = self.selections(q);
+        // Facets without a filter of their own count the same docs: their
+        // combination and its blocks are computed once (shared, not cloned).
+        let shared: OnceCell<(Arc<RoaringBitmap>, Option<Vec<u32>>)> = OnceCell::new();
         (0..self.meta.facets.len())
             .map(|f| {
                 if !filters.complete() || (filters.skipped && selections.iter().any(|(g, _)| *g == f)) {
@@ -738,13 +859,23 @@ impl Engine {
                         return CountPlan::Cooccurrence { facet: *g, files: values.iter().map(|v| format!("c/{g}-{v}.bin")).collect() };
                     }
                 }
-                let docs = filters.combine(Some(f)).unwrap_or_else(|| filters.all());
                 let deferred: Vec<(usize, Vec<u32>)> = filters.deferred.iter().filter(|(g, _)| *g != f).cloned().collect();
-                let touched = self.blocks_of(&docs);
-                if touched.len() > MAX_COUNT_BLOCKS {
-                    CountPlan::TooBroad
+                let (docs, touched) = if filters.facets.iter().any(|(g, _)| *g == f) {
+                    let docs = Arc::new(filters.combine(Some(f)).unwrap_or_else(|| filters.all()));
+                    let touched = self.blocks_within(&docs, MAX_COUNT_BLOCKS);
+                    (docs, touched)
                 } else {
-                    CountPlan::Blocks { docs, blocks: touched, deferred }
+                    shared
+                        .get_or_init(|| {
+                            let docs = filters.known().unwrap_or_else(|| Arc::new(filters.all()));
+                            let touched = self.blocks_within(&docs, MAX_COUNT_BLOCKS);
+                            (docs, touched)
+                        })
+                        .clone()
+                };
+                match touched {
+                    None => CountPlan::TooBroad,
+                    Some(blocks) => CountPlan::Blocks { docs, blocks, deferred },
                 }
             })
             .collect()
@@ -796,9 +927,7 @@ impl Engine {
                         let cols = &decoded[&b];
                         let col = cols.get(f).ok_or_else(|| FormatError(format!("block {b} has no facet {f}")))?;
                         let lo = b * self.meta.block;
-                        let mut range = RoaringBitmap::new();
-                        range.insert_range(lo..lo + col.len() as u32);
-                        for d in &(&range & docs) {
+                        for d in docs.range(lo..lo + col.len() as u32) {
                             let i = (d - lo) as usize;
                             if !deferred.iter().all(|(g, values)| cols.get(*g).is_some_and(|c| code_matches(&self.meta.facets[*g], c[i], values))) {
                                 continue;
@@ -819,8 +948,50 @@ impl Engine {
 
     /// Docs shown on result page `page`.
     pub fn page_docs(results: &RoaringBitmap, page: usize) -> Vec<u32> {
-        let start = (page * PAGE_SIZE) as u32;
-        (start..start + PAGE_SIZE as u32).map_while(|i| results.select(i)).collect()
+        Self::docs_from(results, (page * PAGE_SIZE) as u64, PAGE_SIZE)
+    }
+
+    /// `n` docs from position `start` on (one `select`, then in order).
+    fn docs_from(docs: &RoaringBitmap, start: u64, n: usize) -> Vec<u32> {
+        match u32::try_from(start).ok().and_then(|s| docs.select(s)) {
+            Some(first) => docs.range(first..).take(n).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Row files the result page will likely need, known before the query's
+    /// last round (deferred filters, more text segments), so the caller can
+    /// fetch them in that round instead of one more round after it. Without
+    /// deferred filters they are certain: the results found so far are the
+    /// first in doc order, so those on the page stay there. With deferred
+    /// filters the results are some of the docs the other filters leave;
+    /// when the deferred ones pass at least [`LIKELY_PASS`] of all items
+    /// (their global counts), this takes the docs at the page's positions
+    /// scaled by that rate; otherwise nothing (a guess would mostly be wasted).
+    pub fn likely_page_files(&self, q: &Query, filters: &Filters) -> Vec<String> {
+        if let Some(r) = &filters.resolved {
+            return self.page_files(&Self::page_docs(r, q.page));
+        }
+        let items = self.meta.items.max(1) as f64;
+        let pass: f64 = filters
+            .deferred
+            .iter()
+            .map(|(f, values)| {
+                let facet = &self.meta.facets[*f];
+                let n: u64 = values.iter().map(|&v| facet.counts.get(v as usize).copied().unwrap_or(0) as u64).sum();
+                (n as f64 / items).min(1.0)
+            })
+            .product();
+        if pass < LIKELY_PASS {
+            return Vec::new();
+        }
+        let start = ((q.page * PAGE_SIZE) as f64 / pass).floor() as u64;
+        let end = (((q.page + 1) * PAGE_SIZE) as f64 / pass).ceil() as u64;
+        let docs = match filters.known() {
+            Some(k) => Self::docs_from(&k, start, (end - start) as usize),
+            None => (start..end.min(filters.limit as u64)).map(|d| d as u32).collect(),
+        };
+        self.page_files(&docs)
     }
 
     pub fn page_files(&self, docs: &[u32]) -> Vec<String> {
@@ -918,6 +1089,8 @@ pub struct SearchOutcome {
     pub counts: BTreeMap<String, BTreeMap<String, u32>>,
     pub bytes: u64,
     pub requests: u64,
+    /// [`Engine::first_files`]: what the viewer's page prefetches for this query.
+    pub first_files: Vec<String>,
 }
 
 /// How [`search_dir_opts`] searches.
@@ -947,16 +1120,23 @@ pub fn search_dir_with(dir: &std::path::Path, q: &Query, all: bool, defer_bytes:
 /// then deferred filters and more text segments until [`Engine::more_files`]
 /// asks for nothing more.
 pub fn evaluate<E: From<FormatError>>(engine: &Engine, q: &Query, files: &mut DirFiles, exhaustive: bool, io: impl Fn(std::io::Error) -> E) -> std::result::Result<Filters, E> {
-    files.load(&engine.result_files(q)).map_err(&io)?;
+    files.load(&engine.first_files(q)).map_err(&io)?;
     let wanted = ((q.page + 1) * PAGE_SIZE) as u64;
     loop {
         let mut filters = engine.filters(q, files)?;
-        files.load(&engine.deferred_files(&filters)).map_err(&io)?;
+        let deferred = engine.deferred_files(&filters);
+        if !deferred.is_empty() {
+            // The page's likely rows come in the same round (the viewer does the same).
+            let mut round = deferred;
+            round.extend(engine.likely_page_files(q, &filters));
+            files.load(&round).map_err(&io)?;
+        }
         engine.resolve(&mut filters, files)?;
-        let more = engine.more_files(q, &filters, files, wanted, exhaustive)?;
+        let mut more = engine.more_files(q, &filters, files, wanted, exhaustive)?;
         if more.is_empty() {
             return Ok(filters);
         }
+        more.extend(engine.likely_page_files(q, &filters));
         files.load(&more).map_err(&io)?;
     }
 }
@@ -980,6 +1160,7 @@ pub fn search_dir_opts(dir: &std::path::Path, q: &Query, opts: &SearchOptions) -
     files.bytes = meta.len() as u64;
     files.requests = 1;
     let io = |e: std::io::Error| e.to_string();
+    let first_files = engine.first_files(q);
     let filters = evaluate::<String>(&engine, q, &mut files, opts.all || opts.exact, io)?;
     let results = filters.results();
     let plans = engine.count_plans(q, &filters);
@@ -1007,7 +1188,7 @@ pub fn search_dir_opts(dir: &std::path::Path, q: &Query, opts: &SearchOptions) -
         Some(t) => (t, true),
         None => (results.len(), false),
     };
-    Ok(SearchOutcome { total, exact, page, all, counts, bytes, requests })
+    Ok(SearchOutcome { total, exact, page, all, counts, bytes, requests, first_files })
 }
 
 #[cfg(test)]
@@ -1036,6 +1217,78 @@ mod tests {
         let back: Vec<(String, String)> = q.to_params();
         let again = Query::from_params(back.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         assert_eq!(q, again);
+    }
+
+    fn engine_of(items: u32) -> Engine {
+        let meta = Meta {
+            format: FORMAT.into(),
+            version: VERSION,
+            site: Default::default(),
+            items,
+            doc_shard: crate::DOC_SHARD,
+            block: crate::BLOCK,
+            facets: Vec::new(),
+            text_chunks: Vec::new(),
+            start_years: Vec::new(),
+            end_years: Vec::new(),
+            block_sizes: Vec::new(),
+            boxes: 0,
+            fgb: None,
+        };
+        Engine::new(meta).unwrap()
+    }
+
+    #[test]
+    fn blocks_within_agrees_with_ranks() {
+        let items = 1_000_000;
+        let e = engine_of(items);
+        let by_rank = |docs: &RoaringBitmap| -> Vec<u32> {
+            (0..items.div_ceil(crate::BLOCK))
+                .filter(|&b| {
+                    let lo = b * crate::BLOCK;
+                    let hi = (lo + crate::BLOCK).min(items);
+                    docs.rank(hi - 1) > if lo == 0 { 0 } else { docs.rank(lo - 1) }
+                })
+                .collect()
+        };
+        let mut cases: Vec<RoaringBitmap> = vec![RoaringBitmap::new(), (0..items).collect(), [0, 16383, 16384, items - 1].into_iter().collect()];
+        // Runs, sparse docs and dense bitmaps, across block and container edges.
+        let mut x = 7u64;
+        for _ in 0..20 {
+            let mut b = RoaringBitmap::new();
+            for _ in 0..(x % 50) {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let start = (x >> 33) as u32 % items;
+                let len = ((x >> 13) as u32 % 40_000).min(items - start);
+                if x & 1 == 0 {
+                    b.insert_range(start..start + len);
+                } else {
+                    b.insert(start);
+                }
+            }
+            cases.push(b);
+        }
+        for docs in &cases {
+            let want = by_rank(docs);
+            assert_eq!(e.blocks_within(docs, usize::MAX).as_ref(), Some(&want));
+            for max in [0, 1, 3, want.len().saturating_sub(1), want.len()] {
+                let got = e.blocks_within(docs, max);
+                if want.len() <= max {
+                    assert_eq!(got.as_ref(), Some(&want));
+                } else {
+                    assert_eq!(got, None, "{} blocks, max {max}", want.len());
+                }
+            }
+        }
+    }
+
+    /// viewer/index.html computes `Engine::first_files` in JS while the wasm
+    /// loads, with copies of these constants.
+    #[test]
+    fn viewer_prefetch_constants_match() {
+        let html = include_str!("../../viewer/index.html");
+        let want = format!("var VERSION = {VERSION}, DEFER_BYTES = {DEFER_BYTES}, PAGE_SIZE = {PAGE_SIZE};");
+        assert!(html.contains(&want), "viewer/index.html should declare `{want}`");
     }
 
     #[test]

@@ -194,6 +194,9 @@ pub struct IndexWriter {
     fgb: Option<FgbStream>,
     text_segment_bytes: usize,
     text_segment_step: u32,
+    facet_segment_min: usize,
+    facet_segment_bytes: usize,
+    facet_segment_step: u32,
 }
 
 /// A footprint box as a (Multi)Polygon, split at the antimeridian like the item geometry.
@@ -264,6 +267,9 @@ impl IndexWriter {
             fgb,
             text_segment_bytes: TEXT_SEGMENT_BYTES,
             text_segment_step: 1 << 16,
+            facet_segment_min: FACET_SEGMENT_MIN_BYTES,
+            facet_segment_bytes: FACET_SEGMENT_BYTES,
+            facet_segment_step: crate::BLOCK,
         })
     }
 
@@ -277,6 +283,15 @@ impl IndexWriter {
     pub fn set_text_segments(&mut self, bytes: usize, step: u32) {
         self.text_segment_bytes = bytes.max(1);
         self.text_segment_step = step.max(1);
+    }
+
+    /// Other thresholds for segmenting facet postings than
+    /// [`FACET_SEGMENT_MIN_BYTES`] (file bytes), [`FACET_SEGMENT_BYTES`] and
+    /// segments of multiples of [`crate::BLOCK`] docs (tests segment a small index).
+    pub fn set_facet_segments(&mut self, min_bytes: usize, bytes: usize, step: u32) {
+        self.facet_segment_min = min_bytes;
+        self.facet_segment_bytes = bytes.max(1);
+        self.facet_segment_step = step.max(1);
     }
 
     /// Adds the next item (doc number = items added before it).
@@ -388,6 +403,7 @@ impl IndexWriter {
             let values: Vec<String> = order.iter().map(|&o| f.values[o as usize].clone()).collect();
             let mut counts = Vec::with_capacity(values.len());
             let mut sizes = Vec::with_capacity(values.len());
+            let mut segments = BTreeMap::new();
             for (new, &old) in order.iter().enumerate() {
                 let b = &mut f.postings[old as usize];
                 b.optimize();
@@ -395,6 +411,21 @@ impl IndexWriter {
                 let bytes = codec::encode_postings(b);
                 sizes.push(bytes.len() as u32);
                 sink.put(&format!("f/{fi}-{new}.bin"), &bytes)?;
+                // A posting file large enough to be deferred is also written in doc-range
+                // segments of about facet_segment_bytes each (if its docs were spread evenly).
+                if bytes.len() > self.facet_segment_min && n > 0 {
+                    let step = self.facet_segment_step as u64;
+                    let even = self.facet_segment_bytes as u64 * n as u64 / bytes.len() as u64;
+                    let docs_per = ((even / step).max(1) * step).min(u32::MAX as u64) as u32;
+                    for s in 0..n.div_ceil(docs_per) {
+                        let lo = s * docs_per;
+                        let mut docs = RoaringBitmap::new();
+                        docs.append(b.range(lo..lo.saturating_add(docs_per).min(n))).expect("ascending");
+                        docs.optimize();
+                        sink.put(&format!("f/{fi}-{new}-{s}.bin"), &codec::encode_postings(&docs))?;
+                    }
+                    segments.insert(new as u32, docs_per);
+                }
             }
             f.postings = Vec::new();
             let combos: Vec<Vec<u32>> = f
@@ -431,6 +462,7 @@ impl IndexWriter {
                 values,
                 counts,
                 sizes,
+                segments,
                 combos: if f.multi { combos } else { Vec::new() },
             });
         }
@@ -628,6 +660,18 @@ impl IndexWriter {
 /// Postings bytes per text chunk before a new chunk starts.
 pub const TEXT_CHUNK_BYTES: usize = 24 * 1024;
 
+/// A facet value's posting file (compressed) over this many bytes is also
+/// written in doc-range segments ([`crate::FacetMeta::segments`]): the engine
+/// defers only filters over [`crate::query::DEFER_BYTES`] (the same 64 KB), and
+/// then reads those segments that hold the other filters' docs when they are
+/// fewer bytes than the blocks. At 10M items 15 values are over it.
+pub const FACET_SEGMENT_MIN_BYTES: usize = 64 * 1024;
+
+/// Facet posting segments cover a multiple of [`crate::BLOCK`] docs, as many
+/// as would take about this many file bytes if the value's docs were spread
+/// evenly (at 10M items `latest=true`: 7 blocks, files of 7–12 KB).
+pub const FACET_SEGMENT_BYTES: usize = 8 * 1024;
+
 /// A token whose postings take more than twice this many bytes (serialized,
 /// before DEFLATE) is split by doc range into segments of about this size,
 /// cut at multiples of 65,536 docs (roaring container bounds). Sites under
@@ -775,6 +819,70 @@ mod tests {
         assert!(!got.exact && got.page.len() == crate::PAGE_SIZE);
         // Small leftovers are read whole: exact.
         assert!(search_dir(seg.path(), &q, false).unwrap().exact);
+    }
+
+    /// The same 160,000 items (ten blocks), with every facet posting also
+    /// segmented (at 1,024-doc steps) and with none.
+    fn facet_segmented_pair() -> (tempfile::TempDir, tempfile::TempDir) {
+        let (whole, seg) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for (dir, segment) in [(&whole, false), (&seg, true)] {
+            let mut sink = DirSink(dir.path().to_path_buf());
+            let opts = Options {
+                facets: vec![("cmip6:variable_id".into(), "variable".into(), "Variable".into()), ("cmip6:realm".into(), "realm".into(), "Realm".into())],
+                fgb: false,
+                site: SiteRef::default(),
+            };
+            let mut w = IndexWriter::new(opts).unwrap();
+            if segment {
+                w.set_facet_segments(0, 64, 1024);
+            } else {
+                w.set_facet_segments(usize::MAX, 64, 1024);
+            }
+            for i in 0..160_000 {
+                // Runs of variables, realms changing on another rhythm, years spreading over the docs.
+                let v = ["tas", "pr", "tos", "huss"][(i / 37 + i / 1000) % 4];
+                let realm: &[&str] = if (i / 300) % 5 == 0 { &["atmos", "land"] } else if i % 7 == 0 { &["ocean"] } else { &["atmos"] };
+                w.add(item(i, v, realm, 1850 + (i as i64 / 200), [-180.0, -90.0, 180.0, 90.0]), &mut sink).unwrap();
+            }
+            w.finish(&mut sink).unwrap();
+        }
+        (whole, seg)
+    }
+
+    #[test]
+    fn segmented_facet_postings_answer_like_blocks_and_whole_postings() {
+        use crate::query::{search_dir_opts, DirFiles, Engine, SearchOptions};
+        let (whole, seg) = facet_segmented_pair();
+        let meta: crate::Meta = serde_json::from_slice(&std::fs::read(seg.path().join("index.json")).unwrap()).unwrap();
+        assert!(meta.facets.iter().all(|f| f.segments.len() == f.values.len() && f.segments.values().all(|&n| n % 1024 == 0)));
+        let plain: crate::Meta = serde_json::from_slice(&std::fs::read(whole.path().join("index.json")).unwrap()).unwrap();
+        assert!(plain.facets.iter().all(|f| f.segments.is_empty()));
+        let queries: &[&[(&str, &str)]] = &[
+            &[("f.variable", "tas"), ("from", "1900-01-01"), ("to", "1905-12-31")],
+            &[("f.variable", "tas"), ("f.variable", "pr"), ("from", "1950-01-01"), ("to", "1950-12-31"), ("page", "2")],
+            &[("f.realm", "land"), ("f.variable", "tos"), ("from", "1860-01-01"), ("to", "1870-12-31")],
+            &[("f.realm", "ocean"), ("f.realm", "land"), ("q", "precipitation"), ("to", "1880-01-01")],
+            &[("f.variable", "huss"), ("f.realm", "atmos"), ("from", "2000-01-01"), ("to", "2001-01-01")],
+            &[("f.variable", "tas"), ("q", "nosuchword")],
+            &[("f.variable", "tas"), ("f.realm", "ocean")],
+        ];
+        let mut segment_reads = 0;
+        for params in queries {
+            let q = Query::from_params(params.iter().copied());
+            let want = search_dir_opts(whole.path(), &q, &SearchOptions { all: true, ..Default::default() }).unwrap();
+            // Defer every filter (1 byte): segments where they are fewer bytes than blocks; blocks (0); the default.
+            for defer in [Some(1), Some(0), None] {
+                let got = search_dir_opts(seg.path(), &q, &SearchOptions { all: true, defer_bytes: defer, ..Default::default() }).unwrap();
+                assert_eq!((got.total, &got.all, &got.page, &got.counts), (want.total, &want.all, &want.page, &want.counts), "{params:?} defer {defer:?}");
+            }
+            let mut engine = Engine::new(meta.clone()).unwrap();
+            engine.defer_bytes = 1;
+            let mut files = DirFiles::new(seg.path());
+            files.load(&engine.result_files(&q)).unwrap();
+            let filters = engine.filters(&q, &files).unwrap();
+            segment_reads += engine.deferred_files(&filters).iter().filter(|p| p.starts_with("f/") && p.matches('-').count() == 2).count();
+        }
+        assert!(segment_reads > 0, "no query read segments");
     }
 
     #[test]

@@ -368,3 +368,47 @@ test('common words are read as far as the page needs: "at least N", then Count a
   const [value, n] = Object.entries(exact.counts.variable).sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))[0];
   assert.equal(await count('variable', value), n);
 });
+
+test('the page computes a query\'s first index files like the engine (viewer/index.html firstFiles)', async () => {
+  await page.goto(`${base}?site=synthetic`);
+  await page.locator('.results[data-state=ready]').waitFor({ timeout: TIMEOUT });
+  const queries = [
+    '', 'page=2', 'page=0', 'page=x', 'page=%2B3', 'page=100000',
+    'f.variable=tas', 'f.variable=tas&f.variable=pr', 'f.variable=nosuch', 'f.nosuch=x', 'f.latest=true',
+    'f.latest=true&f.variable=tas&f.experiment=ssp585', 'f.realm=atmos&f.frequency=mon', 'f.frequency=mon&q=air',
+    'q=sea+surface+temperature', 'q=CMIP6.ScenarioMIP', 'q=a+s+t', 'q=Zz9+zz9', 'q=+', 'q=precip&f.experiment=historical',
+    'from=1850-01-01&to=1900-12-31', 'from=2015-1-1', 'to=2015-12-31T23:00:00-02:00', 'to=2015-12-31T23:00:00%2B01:00',
+    'from=2000-01-01T00:00:00Z', 'from=1999-12-31t23:59:59.5z', 'from=2015-02-31', 'to=2015-13-01', 'to=0001-01-01',
+    'from=bad', 'from=2015-01-01&from=', 'to=2020-06-01+12:30', 'to=2020-06-01T12', 'from=2014-12-31T23:59:60',
+    'bbox=-10,35,30,70', 'bbox=170,-10,-170,10', 'bbox=1,2,3', 'bbox=0,10,5,5', 'bbox=-10,35,x,30,70', 'bbox=-10,35,30,70&bbox=1,2',
+    'bbox=-10,35,30,70&f.variable=tas', 'f.experiment=historical&f.table=Amon&from=2000-01-01', 'f.grid=gr&f.frequency=mon&page=4',
+  ];
+  const meta = JSON.parse(readFileSync(join(www, 'synthetic/index/index.json'), 'utf8'));
+  // Every facet filter deferred that can be (0), some (a middle size), and the default.
+  const sizes = meta.facets.flatMap(f => f.sizes || []).sort((a, b) => a - b);
+  for (const defer of [undefined, 0, sizes[Math.floor(sizes.length * 0.9)]]) {
+    for (const qs of queries) {
+      const got = await page.evaluate(([m, q, d]) => window.fedstacFirstFiles(m, '?' + q, d), [meta, qs, defer]);
+      const args = [join(www, 'synthetic', 'index'), qs];
+      if (defer !== undefined) args.push(`--defer-bytes=${defer}`);
+      const want = JSON.parse(run(search, args)).first_files;
+      assert.deepEqual([...got].sort(), [...want].sort(), `${qs} (defer ${defer})`);
+    }
+  }
+  // What it cannot mirror exactly it leaves to the viewer.
+  assert.deepEqual(await page.evaluate(([m]) => window.fedstacFirstFiles(m, '?q=temp%C3%A9rature'), [meta]), []);
+});
+
+test('the page prefetches the query\'s first files while the wasm loads, and the viewer takes every one', async () => {
+  for (const qs of ['', 'page=3', 'f.variable=tas&f.experiment=historical', 'f.latest=true&f.variable=tas&f.experiment=ssp585',
+    'q=sea+surface+temperature', 'from=2015-01-01&to=2020-12-31', 'bbox=-10,35,30,70&f.variable=tas']) {
+    await page.goto(`${base}?site=synthetic&${qs}`);
+    await page.locator('.results[data-state=ready]').waitFor({ timeout: TIMEOUT });
+    await page.locator('.filters[data-counts=ready]').waitFor({ timeout: TIMEOUT });
+    const { prefetched, pending } = await page.evaluate(() => ({ prefetched: window.fedstacPrefetched, pending: Object.keys(window.fedstacPrefetch) }));
+    const want = engine('synthetic', qs).first_files.map(p => `${base}synthetic/index/${p}`);
+    assert.ok(want.length > 0, qs);
+    assert.deepEqual([...prefetched].sort(), [...want].sort(), qs);
+    assert.deepEqual(prefetched.filter(u => pending.includes(u)), [], `${qs}: prefetched but not taken`);
+  }
+});

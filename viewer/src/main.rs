@@ -223,16 +223,24 @@ async fn load_site(base: String) -> Result<Rc<SiteData>, String> {
 async fn evaluate(site: &Rc<SiteData>, q: &Query, exhaustive: bool) -> Result<Filters, String> {
     let engine = &site.engine;
     let e = |e: fedstac_index::codec::FormatError| e.to_string();
-    fetch_index_files(site, engine.result_files(q)).await?;
+    fetch_index_files(site, engine.first_files(q)).await?;
     let wanted = ((q.page + 1) * PAGE_SIZE) as u64;
     loop {
         let mut filters = engine.filters(q, &Store(site.files.borrow())).map_err(e)?;
-        fetch_index_files(site, engine.deferred_files(&filters)).await?;
+        let deferred = engine.deferred_files(&filters);
+        if !deferred.is_empty() {
+            // The page's likely rows come in the same round, not in one more after it
+            // (fedstac_index::query::evaluate does the same natively).
+            let mut round = deferred;
+            round.extend(engine.likely_page_files(q, &filters));
+            fetch_index_files(site, round).await?;
+        }
         engine.resolve(&mut filters, &Store(site.files.borrow())).map_err(e)?;
-        let more = engine.more_files(q, &filters, &Store(site.files.borrow()), wanted, exhaustive).map_err(e)?;
+        let mut more = engine.more_files(q, &filters, &Store(site.files.borrow()), wanted, exhaustive).map_err(e)?;
         if more.is_empty() {
             return Ok(filters);
         }
+        more.extend(engine.likely_page_files(q, &filters));
         fetch_index_files(site, more).await?;
     }
 }
