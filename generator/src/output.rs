@@ -103,11 +103,28 @@ struct Creator {
     handle: Option<JoinHandle<Result<()>>>,
 }
 
-/// A new file: its site path, where it goes, and its bytes.
+/// A file of the new tree for the creator's thread: its site path, where it
+/// goes, what to move out of the way first (a spare's file, into the trash),
+/// and what it is.
 struct NewFile {
     rel_path: String,
     target: PathBuf,
-    bytes: Vec<u8>,
+    discard: Option<PathBuf>,
+    op: NewOp,
+}
+
+enum NewOp {
+    Bytes(Vec<u8>),
+    /// A hard link of the live tree's file (unchanged).
+    Link(PathBuf),
+}
+
+/// Where [`SiteWriter::keep_or_link`] left a path.
+enum Placed {
+    /// It holds the live file (or will: a link on the creator's thread).
+    Kept,
+    /// Free for a new file, once what is there is moved to the trash path given (not yet done).
+    Free(Option<PathBuf>),
 }
 
 const CREATE_BATCH: usize = 64;
@@ -119,8 +136,17 @@ impl Creator {
             .name("site-files".into())
             .spawn(move || {
                 for file in rx.into_iter().flatten() {
-                    let f = create_file(&file.rel_path, &file.target, |f| f.write_all(&file.bytes))?;
-                    start_writeback(&f);
+                    if let Some(to) = &file.discard {
+                        std::fs::rename(&file.target, to).with_context(|| format!("replacing {}", file.target.display()))?;
+                    }
+                    match file.op {
+                        NewOp::Bytes(bytes) => start_writeback(&create_file(&file.rel_path, &file.target, |f| f.write_all(&bytes))?),
+                        NewOp::Link(source) => match std::fs::hard_link(&source, &file.target) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(twice(&file.rel_path)),
+                            Err(e) => return Err(e).with_context(|| format!("linking {} from the live tree", file.rel_path)),
+                        },
+                    }
                 }
                 Ok(())
             })
@@ -200,6 +226,12 @@ impl Spare {
 
     /// Moves a file of the spare out of the tree, into the trash.
     fn discard(&mut self, target: &Path, name: &str) -> Result<()> {
+        let to = self.trash_slot(target, name)?;
+        std::fs::rename(target, to).with_context(|| format!("replacing {}", target.display()))
+    }
+
+    /// A new name in the trash for a file of the spare at `target`.
+    fn trash_slot(&mut self, target: &Path, name: &str) -> Result<PathBuf> {
         let trash = match &self.trash {
             Some(t) => t.clone(),
             None => {
@@ -212,7 +244,7 @@ impl Spare {
             }
         };
         self.trashed += 1;
-        std::fs::rename(target, trash.join(self.trashed.to_string())).with_context(|| format!("replacing {}", target.display()))
+        Ok(trash.join(self.trashed.to_string()))
     }
 
     fn is_seen(&self, key: u128) -> bool {
@@ -530,7 +562,13 @@ impl SiteWriter {
         let key = path_key(rel_path);
         let before = self.previous.get(key);
         let source = self.live.join(&rel);
-        if self.keep_or_link(&rel, rel_path, key, before, (sha, size))? {
+        let placed = self.keep_or_link(&rel, rel_path, key, before, (sha, size), true)?;
+        if let Placed::Free(Some(to)) = &placed {
+            // Read and written below, on this thread: the spare's file goes now.
+            let target = self.staging.join(&rel);
+            std::fs::rename(&target, to).with_context(|| format!("replacing {}", target.display()))?;
+        }
+        if let Placed::Kept = placed {
             self.previous_seen += 1;
             self.stats.unchanged += 1;
             self.manifest_line(rel_path, key, &sha, size, stac)?;
@@ -558,11 +596,13 @@ impl SiteWriter {
         Ok(())
     }
 
-    /// Readies the new tree's place for `rel`: true when it holds the live
-    /// file already (kept from the spare, or hard-linked now; only if
-    /// the live tree holds `want` (its entry `before`)), else false with
-    /// the place free for a new file. A second write of a path is refused.
-    fn keep_or_link(&mut self, rel: &Path, rel_path: &str, key: u128, before: Option<([u8; 32], u64)>, want: ([u8; 32], u64)) -> Result<bool> {
+    /// Readies the new tree's place for `rel`: [`Placed::Kept`] when it
+    /// holds the live file already (kept from the spare, or hard-linked now;
+    /// only if the live tree holds `want` (its entry `before`)), else free for
+    /// a new file. A second write of a path is refused. `defer`: with a
+    /// creator's thread, the link, or the spare's file's move to the trash,
+    /// is left to it (the caller hands it the new file).
+    fn keep_or_link(&mut self, rel: &Path, rel_path: &str, key: u128, before: Option<([u8; 32], u64)>, want: ([u8; 32], u64), defer: bool) -> Result<Placed> {
         let live_same = before == Some(want);
         let had = match self.spare.as_mut() {
             Some(spare) => Some(spare.mark(key).map_err(|()| twice(rel_path))?),
@@ -570,20 +610,31 @@ impl SiteWriter {
         };
         // Same digest in the spare and the live tree: one file (see `Spare`), kept as it is.
         if live_same && had == Some(Some(want)) {
-            return Ok(true);
+            return Ok(Placed::Kept);
         }
+        let defer = defer && self.creator.is_some();
         let target = self.staging.join(rel);
+        let mut discard = None;
         match (had, self.spare.as_mut()) {
             (Some(Some(_)), Some(spare)) => {
                 let name = self.live.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                spare.discard(&target, &name)?;
+                if defer {
+                    discard = Some(spare.trash_slot(&target, &name)?);
+                } else {
+                    spare.discard(&target, &name)?;
+                }
             }
             _ => self.make_parent(&target)?,
         }
         if !live_same {
-            return Ok(false);
+            return Ok(Placed::Free(discard));
         }
-        self.link_live(rel, rel_path, &target)
+        if let Some(creator) = self.creator.as_mut().filter(|_| defer) {
+            // A link fails only for a live file gone (an error either way) or a second output at the path.
+            creator.push(NewFile { rel_path: rel_path.to_string(), target, discard, op: NewOp::Link(self.live.join(rel)) })?;
+            return Ok(Placed::Kept);
+        }
+        Ok(if self.link_live(rel, rel_path, &target)? { Placed::Kept } else { Placed::Free(None) })
     }
 
     /// Hard-links the live tree's file at `rel` to `target` (false if that fails).
@@ -664,13 +715,13 @@ impl SiteWriter {
         refuse_own_files(rel_path)?;
         let key = path_key(rel_path);
         let before = self.previous.get(key);
-        if self.keep_or_link(&rel, rel_path, key, before, (sha, size))? {
-            self.stats.unchanged += 1;
-        } else {
+        // A file written from a file is made here: the bundle's thread may read it back.
+        let defer = matches!(content, Content::Bytes(_));
+        if let Placed::Free(discard) = self.keep_or_link(&rel, rel_path, key, before, (sha, size), defer)? {
             let target = self.staging.join(&rel);
             match (content, self.creator.as_mut()) {
                 (Content::Bytes(bytes), Some(creator)) => {
-                    creator.push(NewFile { rel_path: rel_path.to_string(), target, bytes: bytes.to_vec() })?;
+                    creator.push(NewFile { rel_path: rel_path.to_string(), target, discard, op: NewOp::Bytes(bytes.to_vec()) })?;
                     self.stats.written += 1;
                 }
                 (Content::Bytes(bytes), None) => self.create(rel_path, &target, |f| f.write_all(bytes))?,
@@ -679,6 +730,8 @@ impl SiteWriter {
                     std::io::copy(file, f).map(|_| ())
                 })?,
             }
+        } else {
+            self.stats.unchanged += 1;
         }
         // Counted once per path: a second write of a path failed above.
         self.previous_seen += before.is_some() as usize;
