@@ -351,11 +351,18 @@ impl Applier {
         if overlay.is_empty() {
             return;
         }
-        match self.site.apply(overlay) {
+        // The partner writes' log lines are made meanwhile (kept only once the apply has succeeded).
+        let writes = std::mem::take(writes);
+        let (applied, encoded) = std::thread::scope(|scope| {
+            let encoding = scope.spawn(move || partner::Encoded::of(writes));
+            let applied = self.site.apply(overlay);
+            (applied, encoding.join().unwrap_or_else(|_| Err(anyhow::anyhow!("encoding the partner writes panicked"))))
+        });
+        match applied {
             Ok(stats) => {
                 tracing::info!("applied {} change(s): {} items, {} files written, {:.2} s", overlay.len(), stats.items, stats.written, stats.seconds);
                 let kept = std::time::Instant::now();
-                let appended = self.partners.append(std::mem::take(writes));
+                let appended = encoded.and_then(|e| self.partners.append_encoded(e));
                 tracing::debug!("partner writes kept in {:.2} s", kept.elapsed().as_secs_f64());
                 if let Err(e) = appended {
                     tracing::error!("keeping partner writes: {e:#}");
@@ -372,7 +379,6 @@ impl Applier {
             }
         }
         overlay.clear();
-        writes.clear();
     }
 
     fn finish(&self, done: Vec<Pending>) {
