@@ -85,10 +85,6 @@ pub struct SiteWriter {
     /// Where the bundle and manifest are written until the commit (in place: beside the tree, whose own copies are the spare's).
     bundle_path: PathBuf,
     manifest_path: PathBuf,
-    /// Start each new file's writeback as soon as it is written (a long-running
-    /// writer: the `syncfs` before its swap, which the answer waits for, then
-    /// finds little left to write).
-    writeback: bool,
     /// New files whose bytes are in memory are created on this thread (a
     /// long-running writer), while the writer's thread goes on hashing and
     /// deciding: creating a file costs more than anything else an apply does per file.
@@ -140,7 +136,9 @@ impl Creator {
                         std::fs::rename(&file.target, to).with_context(|| format!("replacing {}", file.target.display()))?;
                     }
                     match file.op {
-                        NewOp::Bytes(bytes) => start_writeback(&create_file(&file.rel_path, &file.target, |f| f.write_all(&bytes))?),
+                        NewOp::Bytes(bytes) => {
+                            create_file(&file.rel_path, &file.target, |f| f.write_all(&bytes))?;
+                        }
                         NewOp::Link(source) => match std::fs::hard_link(&source, &file.target) {
                             Ok(()) => {}
                             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(twice(&file.rel_path)),
@@ -498,7 +496,6 @@ impl SiteWriter {
             entries,
             bundle_path,
             manifest_path,
-            writeback: threaded,
             creator: if threaded { Some(Creator::start()?) } else { None },
         })
     }
@@ -648,10 +645,7 @@ impl SiteWriter {
 
     /// Creates a new file at `target` (free: see [`Self::keep_or_link`]) with what `write` writes.
     fn create(&mut self, rel_path: &str, target: &Path, write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
-        let f = create_file(rel_path, target, write)?;
-        if self.writeback {
-            start_writeback(&f);
-        }
+        create_file(rel_path, target, write)?;
         self.stats.written += 1;
         Ok(())
     }
@@ -759,11 +753,6 @@ impl SiteWriter {
         let key = path_key(BUNDLE);
         let (staged, live) = (self.staging.join(BUNDLE), self.live.join(BUNDLE));
         let reused = self.previous.get(key) == Some((sha, size)) && same_bytes(&self.bundle_path, &live);
-        if self.writeback && !reused {
-            if let Ok(f) = std::fs::File::open(&self.bundle_path) {
-                start_writeback(&f);
-            }
-        }
         let in_place = self.spare.is_some();
         if in_place {
             // The spare's bundle is replaced unless it is the live one already.
@@ -786,9 +775,6 @@ impl SiteWriter {
         self.stats.removed = self.previous.len() - self.previous_seen;
         self.manifest.write_all(b"\n}}\n")?;
         self.manifest.flush().context("writing manifest")?;
-        if self.writeback {
-            start_writeback(self.manifest.get_ref());
-        }
         if let Some(spare) = self.spare.as_mut() {
             // What the spare holds and the new tree does not (listed by the spare's own manifest, still in place).
             if spare.seen_count < spare.entries.len() {
@@ -1194,20 +1180,11 @@ fn create_file(rel_path: &str, target: &Path, write: impl FnOnce(&mut std::fs::F
     Ok(f)
 }
 
-/// Asks the kernel to start writing a file's dirty pages now, without
-/// waiting (`sync_file_range(SYNC_FILE_RANGE_WRITE)`): the data goes to disk
-/// while the rest of the tree is written, so the `syncfs` before the swap
-/// has little left. (An `fsync` per file measured slower on ext4: it waits,
-/// and commits the journal each time.) Only a hint: a failure changes nothing,
-/// the `syncfs` still makes the tree durable.
-fn start_writeback(file: &std::fs::File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid open descriptor, whole-file range; the call only schedules I/O.
-    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
-}
-
 fn sync_tree(dir: &Path) -> Result<()> {
     // One syncfs for the whole filesystem is far cheaper than fsync per file.
+    // Starting each new file's writeback as it is written
+    // (sync_file_range(SYNC_FILE_RANGE_WRITE)) left the syncfs little to do
+    // but made the apply slower overall (bench/README.md, 2026-12-07).
     let f = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
     nix::unistd::syncfs(&f).with_context(|| format!("syncing {}", dir.display()))?;
     Ok(())
