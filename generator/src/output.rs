@@ -7,7 +7,7 @@
 //! mix, and a crash before the exchange leaves the last good tree in place.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Seek, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Mutex;
@@ -85,6 +85,101 @@ pub struct SiteWriter {
     /// Where the bundle and manifest are written until the commit (in place: beside the tree, whose own copies are the spare's).
     bundle_path: PathBuf,
     manifest_path: PathBuf,
+    /// New files whose bytes are in memory are created on this thread (a
+    /// long-running writer), while the writer's thread goes on hashing and
+    /// deciding: creating a file costs more than anything else an apply does per file.
+    creator: Option<Creator>,
+}
+
+/// The thread that creates new files for a [`SiteWriter`], in batches; its
+/// first error fails the commit (a second output at one path among them).
+struct Creator {
+    tx: Option<SyncSender<Vec<NewFile>>>,
+    batch: Vec<NewFile>,
+    handle: Option<JoinHandle<Result<()>>>,
+}
+
+/// A file of the new tree for the creator's thread: its site path, where it
+/// goes, what to move out of the way first (a spare's file, into the trash),
+/// and what it is.
+struct NewFile {
+    rel_path: String,
+    target: PathBuf,
+    discard: Option<PathBuf>,
+    op: NewOp,
+}
+
+enum NewOp {
+    Bytes(Vec<u8>),
+    /// A hard link of the live tree's file (unchanged).
+    Link(PathBuf),
+}
+
+/// Where [`SiteWriter::keep_or_link`] left a path.
+enum Placed {
+    /// It holds the live file (or will: a link on the creator's thread).
+    Kept,
+    /// Free for a new file, once what is there is moved to the trash path given (not yet done).
+    Free(Option<PathBuf>),
+}
+
+const CREATE_BATCH: usize = 64;
+
+impl Creator {
+    fn start() -> Result<Creator> {
+        let (tx, rx) = sync_channel::<Vec<NewFile>>(16);
+        let handle = std::thread::Builder::new()
+            .name("site-files".into())
+            .spawn(move || {
+                for file in rx.into_iter().flatten() {
+                    if let Some(to) = &file.discard {
+                        std::fs::rename(&file.target, to).with_context(|| format!("replacing {}", file.target.display()))?;
+                    }
+                    match file.op {
+                        NewOp::Bytes(bytes) => {
+                            create_file(&file.rel_path, &file.target, |f| f.write_all(&bytes))?;
+                        }
+                        NewOp::Link(source) => match std::fs::hard_link(&source, &file.target) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(twice(&file.rel_path)),
+                            Err(e) => return Err(e).with_context(|| format!("linking {} from the live tree", file.rel_path)),
+                        },
+                    }
+                }
+                Ok(())
+            })
+            .context("starting the file writer")?;
+        Ok(Creator { tx: Some(tx), batch: Vec::with_capacity(CREATE_BATCH), handle: Some(handle) })
+    }
+
+    fn push(&mut self, file: NewFile) -> Result<()> {
+        self.batch.push(file);
+        if self.batch.len() < CREATE_BATCH {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(CREATE_BATCH));
+        if self.tx.as_ref().is_some_and(|tx| tx.send(batch).is_ok()) {
+            return Ok(());
+        }
+        // The thread stopped: its error says why.
+        self.finish()?;
+        bail!("the file writer stopped")
+    }
+
+    /// Creates what is left and waits for every file.
+    fn finish(&mut self) -> Result<()> {
+        if let Some(tx) = self.tx.take() {
+            let batch = std::mem::take(&mut self.batch);
+            if !batch.is_empty() {
+                let _ = tx.send(batch);
+            }
+        }
+        match self.handle.take().map(|h| h.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => bail!("the file writer panicked"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The tree a long-running writer swapped out last (the live tree before
@@ -129,6 +224,12 @@ impl Spare {
 
     /// Moves a file of the spare out of the tree, into the trash.
     fn discard(&mut self, target: &Path, name: &str) -> Result<()> {
+        let to = self.trash_slot(target, name)?;
+        std::fs::rename(target, to).with_context(|| format!("replacing {}", target.display()))
+    }
+
+    /// A new name in the trash for a file of the spare at `target`.
+    fn trash_slot(&mut self, target: &Path, name: &str) -> Result<PathBuf> {
         let trash = match &self.trash {
             Some(t) => t.clone(),
             None => {
@@ -141,7 +242,7 @@ impl Spare {
             }
         };
         self.trashed += 1;
-        std::fs::rename(target, trash.join(self.trashed.to_string())).with_context(|| format!("replacing {}", target.display()))
+        Ok(trash.join(self.trashed.to_string()))
     }
 
     fn is_seen(&self, key: u128) -> bool {
@@ -286,6 +387,10 @@ static CLEANUPS: Mutex<Vec<(PathBuf, JoinHandle<()>)>> = Mutex::new(Vec::new());
 impl Drop for SiteWriter {
     /// An abandoned build removes its staging tree (the live one was never touched).
     fn drop(&mut self) {
+        // No file is created behind the cleanup's back.
+        if let Some(mut c) = self.creator.take() {
+            let _ = c.finish();
+        }
         if !self.committed {
             if let Some(trash) = self.spare.as_mut().and_then(|s| s.trash.take()) {
                 let _ = remove_tree_in_background(trash);
@@ -391,6 +496,7 @@ impl SiteWriter {
             entries,
             bundle_path,
             manifest_path,
+            creator: if threaded { Some(Creator::start()?) } else { None },
         })
     }
 
@@ -454,15 +560,12 @@ impl SiteWriter {
     }
 
     fn place_from_file(&mut self, rel_path: &str, file: &mut std::fs::File, stac: bool) -> Result<Digest256> {
-        use std::io::Seek;
         let mut hasher = Sha256::new();
         file.rewind().context("reading back a temp file")?;
         let size = std::io::copy(file, &mut hasher).context("reading back a temp file")?;
         let sha: [u8; 32] = hasher.finalize().into();
-        self.place(rel_path, sha, size, stac, |f| {
-            file.rewind()?;
-            std::io::copy(file, f).map(|_| ())
-        })?;
+        // Created here, not on the creator's thread: the bundle's thread reads a document back from it.
+        self.place(rel_path, sha, size, stac, Content::File(file))?;
         Ok((sha, size))
     }
 
@@ -477,7 +580,13 @@ impl SiteWriter {
         let key = path_key(rel_path);
         let before = self.previous.get(key);
         let source = self.live.join(&rel);
-        if self.keep_or_link(&rel, rel_path, key, before, (sha, size))? {
+        let placed = self.keep_or_link(&rel, rel_path, key, before, (sha, size), true)?;
+        if let Placed::Free(Some(to)) = &placed {
+            // Read and written below, on this thread: the spare's file goes now.
+            let target = self.staging.join(&rel);
+            std::fs::rename(&target, to).with_context(|| format!("replacing {}", target.display()))?;
+        }
+        if let Placed::Kept = placed {
             self.previous_seen += 1;
             self.stats.unchanged += 1;
             self.manifest_line(rel_path, key, &sha, size, stac)?;
@@ -505,11 +614,13 @@ impl SiteWriter {
         Ok(())
     }
 
-    /// Readies the new tree's place for `rel`: true when it holds the live
-    /// file already (kept from the spare, or hard-linked now; only if
-    /// the live tree holds `want` (its entry `before`)), else false with
-    /// the place free for a new file. A second write of a path is refused.
-    fn keep_or_link(&mut self, rel: &Path, rel_path: &str, key: u128, before: Option<([u8; 32], u64)>, want: ([u8; 32], u64)) -> Result<bool> {
+    /// Readies the new tree's place for `rel`: [`Placed::Kept`] when it
+    /// holds the live file already (kept from the spare, or hard-linked now;
+    /// only if the live tree holds `want` (its entry `before`)), else free for
+    /// a new file. A second write of a path is refused. `defer`: with a
+    /// creator's thread, the link, or the spare's file's move to the trash,
+    /// is left to it (the caller hands it the new file).
+    fn keep_or_link(&mut self, rel: &Path, rel_path: &str, key: u128, before: Option<([u8; 32], u64)>, want: ([u8; 32], u64), defer: bool) -> Result<Placed> {
         let live_same = before == Some(want);
         let had = match self.spare.as_mut() {
             Some(spare) => Some(spare.mark(key).map_err(|()| twice(rel_path))?),
@@ -517,20 +628,31 @@ impl SiteWriter {
         };
         // Same digest in the spare and the live tree: one file (see `Spare`), kept as it is.
         if live_same && had == Some(Some(want)) {
-            return Ok(true);
+            return Ok(Placed::Kept);
         }
+        let defer = defer && self.creator.is_some();
         let target = self.staging.join(rel);
+        let mut discard = None;
         match (had, self.spare.as_mut()) {
             (Some(Some(_)), Some(spare)) => {
                 let name = self.live.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                spare.discard(&target, &name)?;
+                if defer {
+                    discard = Some(spare.trash_slot(&target, &name)?);
+                } else {
+                    spare.discard(&target, &name)?;
+                }
             }
             _ => self.make_parent(&target)?,
         }
         if !live_same {
-            return Ok(false);
+            return Ok(Placed::Free(discard));
         }
-        self.link_live(rel, rel_path, &target)
+        if let Some(creator) = self.creator.as_mut().filter(|_| defer) {
+            // A link fails only for a live file gone (an error either way) or a second output at the path.
+            creator.push(NewFile { rel_path: rel_path.to_string(), target, discard, op: NewOp::Link(self.live.join(rel)) })?;
+            return Ok(Placed::Kept);
+        }
+        Ok(if self.link_live(rel, rel_path, &target)? { Placed::Kept } else { Placed::Free(None) })
     }
 
     /// Hard-links the live tree's file at `rel` to `target` (false if that fails).
@@ -544,12 +666,7 @@ impl SiteWriter {
 
     /// Creates a new file at `target` (free: see [`Self::keep_or_link`]) with what `write` writes.
     fn create(&mut self, rel_path: &str, target: &Path, write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
-        let mut f = match std::fs::File::options().write(true).create_new(true).open(target) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(twice(rel_path)),
-            Err(e) => return Err(e).with_context(|| format!("writing {}", target.display())),
-        };
-        write(&mut f).with_context(|| format!("writing {}", target.display()))?;
+        create_file(rel_path, target, write)?;
         self.stats.written += 1;
         Ok(())
     }
@@ -603,21 +720,33 @@ impl SiteWriter {
     }
 
     fn put_file(&mut self, rel_path: &str, bytes: &[u8], sha: [u8; 32], stac: bool) -> Result<()> {
-        self.place(rel_path, sha, bytes.len() as u64, stac, |f| f.write_all(bytes))
+        self.place(rel_path, sha, bytes.len() as u64, stac, Content::Bytes(bytes))
     }
 
     /// Files `rel_path` in the new tree: hard-linked from the live tree when its
     /// digest and size are unchanged, else written by `write`; listed in the manifest.
-    fn place(&mut self, rel_path: &str, sha: [u8; 32], size: u64, stac: bool, write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
+    fn place(&mut self, rel_path: &str, sha: [u8; 32], size: u64, stac: bool, content: Content) -> Result<()> {
         let rel = safe_relative(rel_path)?;
         refuse_own_files(rel_path)?;
         let key = path_key(rel_path);
         let before = self.previous.get(key);
-        if self.keep_or_link(&rel, rel_path, key, before, (sha, size))? {
-            self.stats.unchanged += 1;
-        } else {
+        // A file written from a file is made here: the bundle's thread may read it back.
+        let defer = matches!(content, Content::Bytes(_));
+        if let Placed::Free(discard) = self.keep_or_link(&rel, rel_path, key, before, (sha, size), defer)? {
             let target = self.staging.join(&rel);
-            self.create(rel_path, &target, write)?;
+            match (content, self.creator.as_mut()) {
+                (Content::Bytes(bytes), Some(creator)) => {
+                    creator.push(NewFile { rel_path: rel_path.to_string(), target, discard, op: NewOp::Bytes(bytes.to_vec()) })?;
+                    self.stats.written += 1;
+                }
+                (Content::Bytes(bytes), None) => self.create(rel_path, &target, |f| f.write_all(bytes))?,
+                (Content::File(file), _) => self.create(rel_path, &target, |f| {
+                    file.rewind()?;
+                    std::io::copy(file, f).map(|_| ())
+                })?,
+            }
+        } else {
+            self.stats.unchanged += 1;
         }
         // Counted once per path: a second write of a path failed above.
         self.previous_seen += before.is_some() as usize;
@@ -626,6 +755,12 @@ impl SiteWriter {
 
     /// Finishes the manifest, syncs, and swaps the new tree in.
     pub fn commit(mut self) -> Result<WriteStats> {
+        let started = std::time::Instant::now();
+        // Every new file exists before the tree is listed, synced and swapped
+        // (a failure here drops the writer uncommitted: its tree is removed).
+        if let Some(mut creator) = self.creator.take() {
+            creator.finish()?;
+        }
         self.committed = true;
         // The bundle is listed last; unchanged, it keeps the live copy (and its ETag).
         self.flush_records()?;
@@ -635,6 +770,7 @@ impl SiteWriter {
             (None, Some(Ok(r))) => r?,
             _ => bail!("the bundle writer failed"),
         };
+        let bundled = started.elapsed().as_secs_f64();
         let key = path_key(BUNDLE);
         let (staged, live) = (self.staging.join(BUNDLE), self.live.join(BUNDLE));
         let reused = self.previous.get(key) == Some((sha, size)) && same_bytes(&self.bundle_path, &live);
@@ -679,8 +815,10 @@ impl SiteWriter {
         } else if in_place {
             std::fs::rename(&self.manifest_path, &staged).context("placing the manifest")?;
         }
+        let listed = started.elapsed().as_secs_f64();
         // Data must be on disk before the rename makes it live.
         sync_tree(&self.staging)?;
+        let synced = started.elapsed().as_secs_f64();
         if let Some(trash) = self.spare.as_mut().and_then(|s| s.trash.take()) {
             remove_tree_in_background(trash)?;
         }
@@ -719,6 +857,16 @@ impl SiteWriter {
                 keep(KeptSite { live: self.live.clone(), manifest_id: id, previous: Previous(entries), exact: true, spare: None });
             }
         }
+        tracing::debug!(
+            "commit of {}: bundle {bundled:.2} s, manifest and removals {:.2} s, syncfs {:.2} s, swap {:.2} s ({} files written, {} unchanged, {} removed)",
+            self.live.display(),
+            listed - bundled,
+            synced - listed,
+            started.elapsed().as_secs_f64() - synced,
+            self.stats.written,
+            self.stats.unchanged,
+            self.stats.removed
+        );
         Ok(self.stats)
     }
 }
@@ -1035,8 +1183,29 @@ pub fn safe_relative(rel_path: &str) -> Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
+/// What [`SiteWriter::place`] writes for a new file.
+enum Content<'a> {
+    Bytes(&'a [u8]),
+    /// Copied from the start of a file.
+    File(&'a mut std::fs::File),
+}
+
+/// Creates a new file at `target` (free: see [`SiteWriter::keep_or_link`]) with what `write` writes.
+fn create_file(rel_path: &str, target: &Path, write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<std::fs::File> {
+    let mut f = match std::fs::File::options().write(true).create_new(true).open(target) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(twice(rel_path)),
+        Err(e) => return Err(e).with_context(|| format!("writing {}", target.display())),
+    };
+    write(&mut f).with_context(|| format!("writing {}", target.display()))?;
+    Ok(f)
+}
+
 fn sync_tree(dir: &Path) -> Result<()> {
     // One syncfs for the whole filesystem is far cheaper than fsync per file.
+    // Starting each new file's writeback as it is written
+    // (sync_file_range(SYNC_FILE_RANGE_WRITE)) left the syncfs little to do
+    // but made the apply slower overall (bench/README.md, 2026-12-07).
     let f = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
     nix::unistd::syncfs(&f).with_context(|| format!("syncing {}", dir.display()))?;
     Ok(())
@@ -1229,6 +1398,28 @@ mod tests {
             f.commit().unwrap();
             assert_eq!(tree(&live), tree(&fresh), "after writing {body}");
         }
+    }
+
+    #[test]
+    fn a_concurrent_writer_refuses_two_outputs_at_one_path_by_its_commit() {
+        // New files are created on the writer's own thread: a second output at a path fails there, and the commit with it.
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("site");
+        let mut w = SiteWriter::begin_concurrent(&live).unwrap();
+        for i in 0..200 {
+            w.put(&format!("d/{i}.json"), b"1").unwrap();
+        }
+        let second = w.put("d/7.json", b"2");
+        let err = second.and_then(|_| w.commit().map(|_| [0; 32])).unwrap_err();
+        assert!(format!("{err:#}").contains("two outputs want the same path d/7.json"), "{err:#}");
+        assert!(!live.exists() && !dir.path().join(".site.staging").exists());
+        // A writer dropped unfinished leaves nothing behind, whatever its thread was still creating.
+        let mut w = SiteWriter::begin_concurrent(&live).unwrap();
+        for i in 0..500 {
+            w.put(&format!("d/{i}.json"), b"1").unwrap();
+        }
+        drop(w);
+        assert!(!live.exists() && !dir.path().join(".site.staging").exists());
     }
 
     #[test]

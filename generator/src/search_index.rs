@@ -3,7 +3,10 @@
 //! files go through the [`SiteWriter`] under `index/`, so they are part of the
 //! atomic swap and the manifest.
 
-use anyhow::{anyhow, Result};
+use std::sync::mpsc::{Receiver, SyncSender};
+
+use anyhow::{anyhow, Context, Result};
+use sha2::{Digest, Sha256};
 use fedstac_index::write::{facet_values, IndexWriter, ItemInput, Options, Sink};
 use fedstac_index::{SiteRef, TEXT_PROPERTIES};
 use stac::{Bbox, Item};
@@ -65,6 +68,65 @@ impl SearchIndex {
     pub fn finish(self, writer: &mut SiteWriter) -> Result<u32> {
         let meta = self.writer.finish(&mut SiteSink(writer)).map_err(|e| anyhow!("search index: {e}"))?;
         Ok(meta.items)
+    }
+
+    /// [`Self::finish`] in two halves: the remaining files are encoded and
+    /// hashed on a thread of their own, starting now, while this thread
+    /// writes other files (a receiver's catalogue pages); [`FinishingIndex::write`]
+    /// then writes them, in the order `finish` would have.
+    pub fn finish_in_background(self) -> Result<FinishingIndex> {
+        // Bounded, so memory stays small if the writing thread falls behind (~16k small files ahead).
+        let (tx, rx) = std::sync::mpsc::sync_channel(1 << 14);
+        let writer = self.writer;
+        let handle = std::thread::Builder::new()
+            .name("search-index".into())
+            .spawn(move || writer.finish(&mut ChannelSink(tx)).map(|meta| meta.items).map_err(|e| anyhow!("search index: {e}")))
+            .context("starting the search index's thread")?;
+        Ok(FinishingIndex { rx, handle })
+    }
+}
+
+/// The index's remaining files as its thread makes them; see [`SearchIndex::finish_in_background`].
+pub struct FinishingIndex {
+    rx: Receiver<IndexFile>,
+    handle: std::thread::JoinHandle<Result<u32>>,
+}
+
+/// One index file for the site writer: its path in the site and bytes with their SHA-256, or a file holding them.
+enum IndexFile {
+    Bytes(String, Vec<u8>, [u8; 32]),
+    File(String, std::fs::File),
+}
+
+/// Sends index files to the thread that writes the site.
+struct ChannelSink(SyncSender<IndexFile>);
+
+impl Sink for ChannelSink {
+    fn put(&mut self, path: &str, bytes: &[u8]) -> fedstac_index::write::Result<()> {
+        let sha: [u8; 32] = Sha256::digest(bytes).into();
+        self.0.send(IndexFile::Bytes(format!("{}/{path}", fedstac_index::DIR), bytes.to_vec(), sha)).map_err(|_| "the site writer stopped".into())
+    }
+
+    fn put_file(&mut self, path: &str, file: &mut std::fs::File) -> fedstac_index::write::Result<()> {
+        // A second handle of the same (temp) file: it outlives the index writer's.
+        let file = file.try_clone()?;
+        self.0.send(IndexFile::File(format!("{}/{path}", fedstac_index::DIR), file)).map_err(|_| "the site writer stopped".into())
+    }
+}
+
+impl FinishingIndex {
+    /// Writes the index's remaining files as they come; returns the number of items indexed.
+    pub fn write(self, writer: &mut SiteWriter) -> Result<u32> {
+        // On an error here the receiver is dropped: the index's thread stops at its next file.
+        for file in self.rx.iter() {
+            match file {
+                IndexFile::Bytes(path, bytes, sha) => writer.put_hashed(&path, &bytes, sha)?,
+                IndexFile::File(path, mut file) => {
+                    writer.put_from_file(&path, &mut file)?;
+                }
+            }
+        }
+        self.handle.join().map_err(|_| anyhow!("the search index's thread panicked"))?
     }
 }
 

@@ -37,6 +37,24 @@ pub enum Effect {
     Replicas { node: String, assets: BTreeMap<String, Option<Value>> },
 }
 
+/// Writes and their log lines, made before they are kept (the JSON of a bulk
+/// write's thousands of items takes a while: it is made during the apply).
+pub struct Encoded {
+    writes: Vec<Write>,
+    buf: Vec<u8>,
+}
+
+impl Encoded {
+    pub fn of(writes: Vec<Write>) -> Result<Encoded> {
+        let mut buf = Vec::new();
+        for w in &writes {
+            serde_json::to_writer(&mut buf, w)?;
+            buf.push(b'\n');
+        }
+        Ok(Encoded { writes, buf })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Write {
     pub id: String,
@@ -167,13 +185,14 @@ impl PartnerWrites {
 
     /// Appends writes (synced) and folds them in.
     pub fn append(&self, writes: Vec<Write>) -> Result<()> {
+        self.append_encoded(Encoded::of(writes)?)
+    }
+
+    /// [`Self::append`] for writes encoded ahead (on another thread, while the site is written).
+    pub fn append_encoded(&self, encoded: Encoded) -> Result<()> {
+        let Encoded { writes, buf } = encoded;
         if writes.is_empty() {
             return Ok(());
-        }
-        let mut buf = Vec::new();
-        for w in &writes {
-            serde_json::to_writer(&mut buf, w)?;
-            buf.push(b'\n');
         }
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
         f.write_all(&buf).with_context(|| format!("writing {}", self.path.display()))?;

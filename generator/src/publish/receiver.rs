@@ -278,6 +278,11 @@ impl Applier {
     }
 
     fn run_batch(&self, batch: Vec<Job>) {
+        let started = std::time::Instant::now();
+        let requests = batch.len();
+        // Seconds spent checking requests (validation, grants) and applying them.
+        let (mut checks, mut applies) = (0.0f64, 0.0f64);
+        let mut mark = std::time::Instant::now();
         let mut overlay: BTreeMap<String, Change> = BTreeMap::new();
         let mut pending: Vec<Pending> = Vec::new();
         let mut done: Vec<Pending> = Vec::new();
@@ -286,10 +291,14 @@ impl Applier {
             let Job { who, op, reply } = job;
             if let Op::Publish { upload } = op {
                 // Uploads replace the whole tree: apply what is queued before, then the upload alone.
+                checks += mark.elapsed().as_secs_f64();
+                mark = std::time::Instant::now();
                 self.commit(&mut overlay, &mut pending, &mut writes);
                 done.append(&mut pending);
                 let (answer, target) = self.publish(&who, &upload);
                 done.push(Pending { reply, answer, who, action: "publish", target });
+                applies += mark.elapsed().as_secs_f64();
+                mark = std::time::Instant::now();
                 continue;
             }
             let action = match &op {
@@ -322,9 +331,18 @@ impl Applier {
                 done.push(p);
             }
         }
+        checks += mark.elapsed().as_secs_f64();
+        mark = std::time::Instant::now();
         self.commit(&mut overlay, &mut pending, &mut writes);
+        applies += mark.elapsed().as_secs_f64();
+        mark = std::time::Instant::now();
         done.extend(pending);
         self.finish(done);
+        tracing::debug!(
+            "batch of {requests} request(s): checks {checks:.2} s, apply {applies:.2} s, audit and answers {:.2} s, total {:.2} s",
+            mark.elapsed().as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        );
     }
 
     /// Regenerates the site with the overlay and keeps the partner writes (synced
@@ -333,10 +351,20 @@ impl Applier {
         if overlay.is_empty() {
             return;
         }
-        match self.site.apply(overlay) {
+        // The partner writes' log lines are made meanwhile (kept only once the apply has succeeded).
+        let writes = std::mem::take(writes);
+        let (applied, encoded) = std::thread::scope(|scope| {
+            let encoding = scope.spawn(move || partner::Encoded::of(writes));
+            let applied = self.site.apply(overlay);
+            (applied, encoding.join().unwrap_or_else(|_| Err(anyhow::anyhow!("encoding the partner writes panicked"))))
+        });
+        match applied {
             Ok(stats) => {
                 tracing::info!("applied {} change(s): {} items, {} files written, {:.2} s", overlay.len(), stats.items, stats.written, stats.seconds);
-                if let Err(e) = self.partners.append(std::mem::take(writes)) {
+                let kept = std::time::Instant::now();
+                let appended = encoded.and_then(|e| self.partners.append_encoded(e));
+                tracing::debug!("partner writes kept in {:.2} s", kept.elapsed().as_secs_f64());
+                if let Err(e) = appended {
                     tracing::error!("keeping partner writes: {e:#}");
                     for p in pending.iter_mut() {
                         p.answer = Answer::error(StatusCode::INTERNAL_SERVER_ERROR, format!("applied, but not kept for the site's next publish: {e:#}"));
@@ -351,7 +379,6 @@ impl Applier {
             }
         }
         overlay.clear();
-        writes.clear();
     }
 
     fn finish(&self, done: Vec<Pending>) {

@@ -238,50 +238,46 @@ impl Site {
         let preparer = catalogue.preparer();
         let keys = search.facet_keys().to_vec();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
-        for window in puts.chunks(256 * threads) {
-            let prepare = |&(id, value): &(&String, &Value)| -> Result<Prepared> {
-                let p = self.placer.place(id, None).map_err(|e| anyhow!(e))?;
-                let collection = self.placer.recipe(p.recipe).file.collection.id.clone();
-                let recipe = self.spec(&collection).ok_or_else(|| anyhow!("no recipe for collection {collection}"))?;
-                let item = Item::deserialize(value).context("not a STAC item")?;
-                let href = std::iter::once(collection.as_str()).chain(p.hierarchy.iter().map(String::as_str)).chain(std::iter::once(format!("{}.json", item.id).as_str())).collect::<Vec<_>>().join("/");
-                let indexed = crate::search_index::item_input(&item, &href, &keys);
-                let dataset = DatasetItem { item, hierarchy: p.hierarchy, files: Vec::new() };
-                let item = preparer.prepare(&recipe.file.collection, dataset).with_context(|| format!("writing item {id}"))?;
-                Ok(Prepared { recipe, href, item, indexed })
-            };
-            let ready: Vec<Result<Prepared>> = if threads == 1 || window.len() < 8 {
-                window.iter().map(prepare).collect()
-            } else {
-                let per = window.len().div_ceil(threads);
-                std::thread::scope(|scope| {
-                    let handles: Vec<_> = window.chunks(per).skip(1).map(|chunk| scope.spawn(|| chunk.iter().map(prepare).collect::<Vec<_>>())).collect();
-                    let mut out: Vec<Result<Prepared>> = window[..per].iter().map(prepare).collect();
-                    for h in handles {
-                        out.extend(h.join().unwrap_or_else(|_| vec![Err(anyhow!("an item's rendering panicked"))]));
-                    }
-                    out
-                })
-            };
-            for r in ready {
-                let Prepared { recipe, href, item, indexed } = r?;
-                let id = item.facts.id.clone();
-                let known = Known { sha: item.json_sha(), id: id.clone(), feature: true, item: Some((item.facts.clone(), indexed.clone())) };
-                if catalogue.add_prepared(&mut writer, &recipe.file.collection, &recipe.file.extensions, item)? {
-                    search.add(&mut writer, indexed).with_context(|| format!("indexing item {id}"))?;
-                    next.insert(href, Arc::new(known));
-                }
+        let prepare = |&(id, value): &(&String, &Value)| -> Result<Prepared> {
+            let p = self.placer.place(id, None).map_err(|e| anyhow!(e))?;
+            let collection = self.placer.recipe(p.recipe).file.collection.id.clone();
+            let recipe = self.spec(&collection).ok_or_else(|| anyhow!("no recipe for collection {collection}"))?;
+            let item = Item::deserialize(value).context("not a STAC item")?;
+            let href = std::iter::once(collection.as_str()).chain(p.hierarchy.iter().map(String::as_str)).chain(std::iter::once(format!("{}.json", item.id).as_str())).collect::<Vec<_>>().join("/");
+            let indexed = crate::search_index::item_input(&item, &href, &keys);
+            let dataset = DatasetItem { item, hierarchy: p.hierarchy, files: Vec::new() };
+            let item = preparer.prepare(&recipe.file.collection, dataset).with_context(|| format!("writing item {id}"))?;
+            Ok(Prepared { recipe, href, item, indexed })
+        };
+        // Written in the batch's order as they come, while the next ones render.
+        in_order(&puts, threads, 32, prepare, |r| {
+            let Prepared { recipe, href, item, indexed } = r?;
+            let id = item.facts.id.clone();
+            let known = Known { sha: item.json_sha(), id: id.clone(), feature: true, item: Some((item.facts.clone(), indexed.clone())) };
+            if catalogue.add_prepared(&mut writer, &recipe.file.collection, &recipe.file.extensions, item)? {
+                search.add(&mut writer, indexed).with_context(|| format!("indexing item {id}"))?;
+                next.insert(href, Arc::new(known));
             }
-        }
+            Ok(())
+        })?;
         let rendered = started.elapsed().as_secs_f64();
+        // The index's files are encoded on their own thread meanwhile, and written after the pages (their place in the manifest).
+        let index = search.finish_in_background()?;
         let stats = catalogue.finish(&mut writer)?;
         let pages = started.elapsed().as_secs_f64();
-        search.finish(&mut writer)?;
+        index.write(&mut writer)?;
         let indexed = started.elapsed().as_secs_f64();
         let w = writer.commit()?;
+        let committed = started.elapsed().as_secs_f64();
+        // Each phase's own seconds (the search index's per-item part is in the first two).
         tracing::debug!(
-            "apply: carried at {carried:.2} s, new items at {rendered:.2}, catalogue pages at {pages:.2}, search index at {indexed:.2}, committed at {:.2}",
-            started.elapsed().as_secs_f64()
+            "apply of {} change(s): kept items {carried:.2} s, rendering new items {:.2} s, catalogue pages {:.2} s, search index {:.2} s, commit {:.2} s ({} files written)",
+            changes.len(),
+            rendered - carried,
+            pages - rendered,
+            indexed - pages,
+            committed - indexed,
+            w.written
         );
         // The last apply's map is freed off this thread (100k entries take a while).
         let old = std::mem::replace(&mut *kept_docs, next);
@@ -422,6 +418,62 @@ impl Site {
     }
 }
 
+/// Runs `work` over `inputs` on `threads` threads, `chunk` inputs at a time,
+/// and hands the results to `sink` on this thread in input order, each as
+/// soon as it and all before it are ready: the sink's writes overlap the work
+/// on what follows (rendering on every core, writing meanwhile). Stops at the
+/// sink's first error; a panic in `work` is an error.
+fn in_order<I: Sync, O: Send>(inputs: &[I], threads: usize, chunk: usize, work: impl Fn(&I) -> O + Sync, mut sink: impl FnMut(O) -> Result<()>) -> Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    if threads <= 1 || inputs.len() <= chunk {
+        return inputs.iter().try_for_each(|i| sink(work(i)));
+    }
+    let chunks = inputs.len().div_ceil(chunk);
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        // Bounded: workers stay a few chunks ahead of the sink.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<O>)>(2 * threads);
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (tx, next, work) = (tx.clone(), &next, &work);
+                scope.spawn(move || loop {
+                    // Chunks are taken in order, so few wait out of turn below.
+                    let c = next.fetch_add(1, Ordering::Relaxed);
+                    if c >= chunks {
+                        break;
+                    }
+                    let out: Vec<O> = inputs[c * chunk..((c + 1) * chunk).min(inputs.len())].iter().map(work).collect();
+                    if tx.send((c, out)).is_err() {
+                        break; // the sink failed
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        // Owns the receiver: dropped on the sink's error, which stops the workers.
+        let result = (move || -> Result<()> {
+            let mut waiting: BTreeMap<usize, Vec<O>> = BTreeMap::new();
+            let mut want = 0;
+            for (c, out) in rx {
+                waiting.insert(c, out);
+                while let Some(out) = waiting.remove(&want) {
+                    out.into_iter().try_for_each(&mut sink)?;
+                    want += 1;
+                }
+            }
+            if want < chunks {
+                bail!("an item's rendering panicked");
+            }
+            Ok(())
+        })();
+        let panicked = handles.into_iter().map(|h| h.join().is_err()).fold(false, |a, b| a | b);
+        match result {
+            Ok(()) if panicked => bail!("an item's rendering panicked"),
+            r => r,
+        }
+    })
+}
+
 /// What an upload did: files, and the partner writes laid on top (`pending`:
 /// replicas whose item or asset the uploaded tree lacks; they stay kept).
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -481,5 +533,43 @@ pub fn strip_tree_links(item: &mut Value) {
             let html = rel == "alternate" && l.get("type").and_then(Value::as_str) == Some("text/html");
             !(matches!(rel, "root" | "parent" | "collection" | "self") || html)
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_order;
+
+    #[test]
+    fn in_order_hands_results_over_in_input_order_and_stops_at_the_first_error() {
+        let inputs: Vec<u64> = (0..1000).collect();
+        // Uneven work, so chunks finish out of turn.
+        let work = |&i: &u64| {
+            if i % 97 == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            i * 3
+        };
+        for threads in [1, 2, 4] {
+            let mut got = Vec::new();
+            in_order(&inputs, threads, 7, work, |o| {
+                got.push(o);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(got, inputs.iter().map(|i| i * 3).collect::<Vec<_>>(), "{threads} threads");
+            let mut seen = 0;
+            let err = in_order(&inputs, threads, 7, work, |o| {
+                seen += 1;
+                if o == 300 * 3 {
+                    anyhow::bail!("stop at 300");
+                }
+                Ok(())
+            })
+            .unwrap_err();
+            assert_eq!((format!("{err}"), seen), ("stop at 300".to_string(), 301), "{threads} threads");
+        }
+        let err = in_order(&inputs, 2, 7, |&i: &u64| if i == 500 { panic!("boom") } else { i }, |_| Ok(())).unwrap_err();
+        assert!(format!("{err}").contains("panicked"));
     }
 }
