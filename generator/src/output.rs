@@ -6,7 +6,7 @@
 //! `renameat2(RENAME_EXCHANGE)`: readers see the old tree or the new, never a
 //! mix, and a crash before the exchange leaves the last good tree in place.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, BufWriter, Seek, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -97,6 +97,10 @@ struct Creator {
     tx: Option<SyncSender<Vec<NewFile>>>,
     batch: Vec<NewFile>,
     handle: Option<JoinHandle<Result<()>>>,
+    /// The path keys handed over: a file may not exist yet while it waits
+    /// in a batch or the channel, and [`SiteWriter::holds`] must see it
+    /// (16 bytes per new path, only in the receiver's long-running writer).
+    pushed: HashSet<u128>,
 }
 
 /// A file of the new tree for the creator's thread: its site path, where it
@@ -149,10 +153,11 @@ impl Creator {
                 Ok(())
             })
             .context("starting the file writer")?;
-        Ok(Creator { tx: Some(tx), batch: Vec::with_capacity(CREATE_BATCH), handle: Some(handle) })
+        Ok(Creator { tx: Some(tx), batch: Vec::with_capacity(CREATE_BATCH), handle: Some(handle), pushed: HashSet::new() })
     }
 
     fn push(&mut self, file: NewFile) -> Result<()> {
+        self.pushed.insert(path_key(&file.rel_path));
         self.batch.push(file);
         if self.batch.len() < CREATE_BATCH {
             return Ok(());
@@ -501,16 +506,20 @@ impl SiteWriter {
     }
 
     /// Whether this writer has put a file at `rel_path` already. Asked of the
-    /// new tree itself, so nothing per path is kept in memory: a file there
-    /// is one this writer put, except in a spare tree brought up to date in
-    /// place, whose old files count only once written again (its seen bits).
+    /// new tree itself, so nothing per path is kept in memory by a build: a
+    /// file there is one this writer put, except in a spare tree brought up
+    /// to date in place, whose old files count only once written again (its
+    /// seen bits), and files still queued for the creator's thread (its set).
     pub fn holds(&self, rel_path: &str) -> Result<bool> {
         let rel = safe_relative(rel_path)?;
+        let key = path_key(rel_path);
         if let Some(spare) = &self.spare {
-            let key = path_key(rel_path);
             if spare.entries.index_of(key).is_some() {
                 return Ok(spare.is_seen(key));
             }
+        }
+        if self.creator.as_ref().is_some_and(|c| c.pushed.contains(&key)) {
+            return Ok(true);
         }
         match std::fs::symlink_metadata(self.staging.join(&rel)) {
             Ok(_) => Ok(true),
@@ -580,7 +589,7 @@ impl SiteWriter {
         let key = path_key(rel_path);
         let before = self.previous.get(key);
         let source = self.live.join(&rel);
-        let placed = self.keep_or_link(&rel, rel_path, key, before, (sha, size), true)?;
+        let placed = self.keep_or_link(&rel, rel_path, key, before, (sha, size), true, true)?;
         if let Placed::Free(Some(to)) = &placed {
             // Read and written below, on this thread: the spare's file goes now.
             let target = self.staging.join(&rel);
@@ -618,9 +627,13 @@ impl SiteWriter {
     /// holds the live file already (kept from the spare, or hard-linked now;
     /// only if the live tree holds `want` (its entry `before`)), else free for
     /// a new file. A second write of a path is refused. `defer`: with a
-    /// creator's thread, the link, or the spare's file's move to the trash,
-    /// is left to it (the caller hands it the new file).
-    fn keep_or_link(&mut self, rel: &Path, rel_path: &str, key: u128, before: Option<([u8; 32], u64)>, want: ([u8; 32], u64), defer: bool) -> Result<Placed> {
+    /// creator's thread, the spare's file's move to the trash is left to it
+    /// (the caller hands it the new file); `defer_link`: the link too. A link
+    /// made there cannot fall back to writing the bytes, so only a caller
+    /// without them (`carry`, where a failed link is an error either way)
+    /// defers it; others link here and write the bytes if that fails.
+    #[allow(clippy::too_many_arguments)]
+    fn keep_or_link(&mut self, rel: &Path, rel_path: &str, key: u128, before: Option<([u8; 32], u64)>, want: ([u8; 32], u64), defer: bool, defer_link: bool) -> Result<Placed> {
         let live_same = before == Some(want);
         let had = match self.spare.as_mut() {
             Some(spare) => Some(spare.mark(key).map_err(|()| twice(rel_path))?),
@@ -630,7 +643,8 @@ impl SiteWriter {
         if live_same && had == Some(Some(want)) {
             return Ok(Placed::Kept);
         }
-        let defer = defer && self.creator.is_some();
+        // A link made here needs the spare's file out of the way first.
+        let defer = defer && self.creator.is_some() && (!live_same || defer_link);
         let target = self.staging.join(rel);
         let mut discard = None;
         match (had, self.spare.as_mut()) {
@@ -647,8 +661,8 @@ impl SiteWriter {
         if !live_same {
             return Ok(Placed::Free(discard));
         }
-        if let Some(creator) = self.creator.as_mut().filter(|_| defer) {
-            // A link fails only for a live file gone (an error either way) or a second output at the path.
+        if let Some(creator) = self.creator.as_mut().filter(|_| defer && defer_link) {
+            // A link fails only for a live file gone (an error either way for `carry`) or a second output at the path.
             creator.push(NewFile { rel_path: rel_path.to_string(), target, discard, op: NewOp::Link(self.live.join(rel)) })?;
             return Ok(Placed::Kept);
         }
@@ -732,7 +746,7 @@ impl SiteWriter {
         let before = self.previous.get(key);
         // A file written from a file is made here: the bundle's thread may read it back.
         let defer = matches!(content, Content::Bytes(_));
-        if let Placed::Free(discard) = self.keep_or_link(&rel, rel_path, key, before, (sha, size), defer)? {
+        if let Placed::Free(discard) = self.keep_or_link(&rel, rel_path, key, before, (sha, size), defer, false)? {
             let target = self.staging.join(&rel);
             match (content, self.creator.as_mut()) {
                 (Content::Bytes(bytes), Some(creator)) => {
@@ -1398,6 +1412,28 @@ mod tests {
             f.commit().unwrap();
             assert_eq!(tree(&live), tree(&fresh), "after writing {body}");
         }
+    }
+
+    #[test]
+    fn an_unchanged_file_gone_from_the_live_tree_is_written_again() {
+        // The live manifest still lists a.json, but something outside fedstac
+        // removed the file: the link fails and the writer writes the bytes
+        // it has instead of failing this and every later commit.
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("site");
+        let mut w = SiteWriter::begin_concurrent(&live).unwrap();
+        w.put_document("a.json", b"1").unwrap();
+        w.put("b.html", b"2").unwrap();
+        w.commit().unwrap();
+        std::fs::remove_file(live.join("a.json")).unwrap();
+        std::fs::remove_file(live.join("b.html")).unwrap();
+        let mut w = SiteWriter::begin_concurrent(&live).unwrap();
+        w.put_document("a.json", b"1").unwrap();
+        w.put("b.html", b"2").unwrap();
+        assert!(w.holds("a.json").unwrap() && w.holds("b.html").unwrap());
+        w.commit().unwrap();
+        assert_eq!(std::fs::read(live.join("a.json")).unwrap(), b"1");
+        assert_eq!(std::fs::read(live.join("b.html")).unwrap(), b"2");
     }
 
     #[test]

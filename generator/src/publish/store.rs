@@ -431,7 +431,8 @@ fn in_order<I: Sync, O: Send>(inputs: &[I], threads: usize, chunk: usize, work: 
     let chunks = inputs.len().div_ceil(chunk);
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
-        // Bounded: workers stay a few chunks ahead of the sink.
+        // Workers take chunks in order, so few outputs wait out of turn; at
+        // worst (one chunk slow) the batch's outputs, whose inputs are in memory anyway.
         let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<O>)>(2 * threads);
         let handles: Vec<_> = (0..threads)
             .map(|_| {
