@@ -293,7 +293,7 @@ impl ItemPreparer<'_> {
     pub fn prepare(&self, spec: &CollectionSpec, dataset: DatasetItem) -> Result<PreparedItem> {
         let DatasetItem { mut item, hierarchy, .. } = dataset;
         let up = "../".repeat(hierarchy.len() + 1);
-        let dir = std::iter::once(spec.id.as_str()).chain(hierarchy.iter().map(String::as_str)).collect::<Vec<_>>().join("/");
+        let dir = item_dir(&spec.id, &hierarchy);
         let (parent_json, parent_page) = if hierarchy.is_empty() { ("collection.json", "collection.html") } else { ("catalog.json", "catalog.html") };
         item.links.splice(
             0..0,
@@ -359,15 +359,14 @@ impl ItemFacts {
     }
 }
 
-/// Where an item's JSON goes in the site: `<collection>/<hierarchy...>/<id>.json`
-/// (as [`ItemPreparer::prepare`] places it).
+/// The directory of an item in the site: `<collection>/<hierarchy...>`.
+fn item_dir(collection: &str, hierarchy: &[String]) -> String {
+    std::iter::once(collection).chain(hierarchy.iter().map(String::as_str)).collect::<Vec<_>>().join("/")
+}
+
+/// Where an item's JSON goes in the site: `<collection>/<hierarchy...>/<id>.json`.
 fn item_path(collection: &str, hierarchy: &[String], id: &str) -> String {
-    let mut path = String::from(collection);
-    for level in hierarchy {
-        path.push('/');
-        path.push_str(level);
-    }
-    format!("{path}/{id}.json")
+    format!("{}/{id}.json", item_dir(collection, hierarchy))
 }
 
 impl CollectionState {

@@ -119,6 +119,18 @@ enum NewOp {
     Link(PathBuf),
 }
 
+/// What [`SiteWriter::keep_or_link`] may leave to the creator's thread (with one).
+#[derive(Clone, Copy, PartialEq)]
+enum Handoff {
+    /// Nothing: the caller writes the file here (the bundle's thread may read it back).
+    Nothing,
+    /// The spare's old file's move to the trash, when the caller hands over a new file's bytes.
+    /// An unchanged file is linked here, so that a failed link can still write the bytes.
+    NewFile,
+    /// Also the link of an unchanged file (`carry`: without bytes, a failed link is an error either way).
+    Link,
+}
+
 /// Where [`SiteWriter::keep_or_link`] left a path.
 enum Placed {
     /// It holds the live file (or will: a link on the creator's thread).
@@ -589,7 +601,7 @@ impl SiteWriter {
         let key = path_key(rel_path);
         let before = self.previous.get(key);
         let source = self.live.join(&rel);
-        let placed = self.keep_or_link(&rel, rel_path, key, before, (sha, size), true, true)?;
+        let placed = self.keep_or_link(&rel, rel_path, key, before, (sha, size), Handoff::Link)?;
         if let Placed::Free(Some(to)) = &placed {
             // Read and written below, on this thread: the spare's file goes now.
             let target = self.staging.join(&rel);
@@ -626,14 +638,9 @@ impl SiteWriter {
     /// Readies the new tree's place for `rel`: [`Placed::Kept`] when it
     /// holds the live file already (kept from the spare, or hard-linked now;
     /// only if the live tree holds `want` (its entry `before`)), else free for
-    /// a new file. A second write of a path is refused. `defer`: with a
-    /// creator's thread, the spare's file's move to the trash is left to it
-    /// (the caller hands it the new file); `defer_link`: the link too. A link
-    /// made there cannot fall back to writing the bytes, so only a caller
-    /// without them (`carry`, where a failed link is an error either way)
-    /// defers it; others link here and write the bytes if that fails.
-    #[allow(clippy::too_many_arguments)]
-    fn keep_or_link(&mut self, rel: &Path, rel_path: &str, key: u128, before: Option<([u8; 32], u64)>, want: ([u8; 32], u64), defer: bool, defer_link: bool) -> Result<Placed> {
+    /// a new file. A second write of a path is refused. `handoff`: what the
+    /// creator's thread, if any, does instead of this one.
+    fn keep_or_link(&mut self, rel: &Path, rel_path: &str, key: u128, before: Option<([u8; 32], u64)>, want: ([u8; 32], u64), handoff: Handoff) -> Result<Placed> {
         let live_same = before == Some(want);
         let had = match self.spare.as_mut() {
             Some(spare) => Some(spare.mark(key).map_err(|()| twice(rel_path))?),
@@ -644,7 +651,7 @@ impl SiteWriter {
             return Ok(Placed::Kept);
         }
         // A link made here needs the spare's file out of the way first.
-        let defer = defer && self.creator.is_some() && (!live_same || defer_link);
+        let defer = self.creator.is_some() && (handoff == Handoff::Link || (handoff == Handoff::NewFile && !live_same));
         let target = self.staging.join(rel);
         let mut discard = None;
         match (had, self.spare.as_mut()) {
@@ -661,7 +668,7 @@ impl SiteWriter {
         if !live_same {
             return Ok(Placed::Free(discard));
         }
-        if let Some(creator) = self.creator.as_mut().filter(|_| defer && defer_link) {
+        if let Some(creator) = self.creator.as_mut().filter(|_| handoff == Handoff::Link) {
             // A link fails only for a live file gone (an error either way for `carry`) or a second output at the path.
             creator.push(NewFile { rel_path: rel_path.to_string(), target, discard, op: NewOp::Link(self.live.join(rel)) })?;
             return Ok(Placed::Kept);
@@ -745,8 +752,8 @@ impl SiteWriter {
         let key = path_key(rel_path);
         let before = self.previous.get(key);
         // A file written from a file is made here: the bundle's thread may read it back.
-        let defer = matches!(content, Content::Bytes(_));
-        if let Placed::Free(discard) = self.keep_or_link(&rel, rel_path, key, before, (sha, size), defer, false)? {
+        let handoff = if matches!(content, Content::Bytes(_)) { Handoff::NewFile } else { Handoff::Nothing };
+        if let Placed::Free(discard) = self.keep_or_link(&rel, rel_path, key, before, (sha, size), handoff)? {
             let target = self.staging.join(&rel);
             match (content, self.creator.as_mut()) {
                 (Content::Bytes(bytes), Some(creator)) => {
