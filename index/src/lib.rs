@@ -68,6 +68,8 @@ pub mod query;
 #[cfg(feature = "write")]
 pub mod fgb;
 #[cfg(feature = "write")]
+mod spill;
+#[cfg(feature = "write")]
 pub mod write;
 
 use serde::{Deserialize, Serialize};

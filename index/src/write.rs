@@ -1,10 +1,9 @@
 //! The index writer: fed one item at a time (in doc order), it streams result
 //! shards out as they fill and writes everything else at [`IndexWriter::finish`].
-//! Memory per item: its facet codes (bit-packed per block of [`BLOCK`] docs,
-//! as many bits as the block's largest code needs: a few bits per facet)
-//! plus its share of the roaring bitmaps (usually a few bytes: docs of one
-//! dataset family are contiguous, so postings are runs). `items.fgb` is
-//! assembled in a temp file.
+//! Nothing per item stays in memory: the facet codes and the bitmaps go to
+//! temp files as their block or doc range fills ([`crate::spill`]), and
+//! `items.fgb` is assembled in a temp file. What is held grows with the
+//! vocabulary (distinct values, words, times, footprints), not the items.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -14,6 +13,7 @@ use roaring::RoaringBitmap;
 
 use crate::codec;
 use crate::fgb::{FgbOptions, FgbStream};
+use crate::spill::{Codes, PostingSpill, Postings};
 use crate::{tokenize, Doc, FacetMeta, Meta, SiteRef, BLOCK, DOC_SHARD, FORMAT, VERSION};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -113,7 +113,8 @@ struct FacetBuild {
     multi: bool,
     values: Vec<String>,
     value_index: HashMap<String, u32>,
-    postings: Vec<RoaringBitmap>,
+    /// By value number: its bitmap's key in the spill.
+    postings: Vec<u32>,
     /// code - 1 → value numbers (arrival order)
     combos: Vec<Vec<u32>>,
     combo_index: HashMap<Vec<u32>, u32>,
@@ -121,74 +122,16 @@ struct FacetBuild {
     codes: Codes,
 }
 
-/// One facet's code per doc, bit-packed per block of [`BLOCK`] docs at the
-/// width of the block's largest code (the open block stays unpacked).
-#[derive(Default)]
-struct Codes {
-    /// Full blocks: (bits per code, codes packed little-endian into words).
-    packed: Vec<(u32, Vec<u64>)>,
-    open: Vec<u32>,
-}
-
-impl Codes {
-    fn push(&mut self, code: u32) {
-        if self.open.capacity() == 0 {
-            self.open.reserve_exact(BLOCK as usize);
-        }
-        self.open.push(code);
-        if self.open.len() == BLOCK as usize {
-            let width = 32 - self.open.iter().max().copied().unwrap_or(0).leading_zeros();
-            let mut words = vec![0u64; (self.open.len() * width as usize).div_ceil(64)];
-            if width > 0 {
-                for (i, &c) in self.open.iter().enumerate() {
-                    let (at, off) = ((i * width as usize) / 64, (i * width as usize) % 64);
-                    words[at] |= (c as u64) << off;
-                    if off + width as usize > 64 {
-                        words[at + 1] |= (c as u64) >> (64 - off);
-                    }
-                }
-            }
-            self.packed.push((width, words));
-            self.open.clear();
-        }
-    }
-
-    fn blocks(&self) -> usize {
-        self.packed.len() + !self.open.is_empty() as usize
-    }
-
-    /// The codes of block `b`.
-    fn block(&self, b: usize) -> Vec<u32> {
-        let Some((width, words)) = self.packed.get(b) else { return self.open.clone() };
-        let (width, mask) = (*width as usize, (1u64 << *width) - 1);
-        (0..BLOCK as usize)
-            .map(|i| {
-                if width == 0 {
-                    return 0;
-                }
-                let (at, off) = ((i * width) / 64, (i * width) % 64);
-                let mut v = words[at] >> off;
-                if off + width > 64 {
-                    v |= words[at + 1] << (64 - off);
-                }
-                (v & mask) as u32
-            })
-            .collect()
-    }
-
-    fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        (0..self.blocks()).flat_map(|b| self.block(b))
-    }
-}
-
 pub struct IndexWriter {
     site: SiteRef,
     facets: Vec<FacetBuild>,
     n: u32,
-    tokens: HashMap<String, RoaringBitmap>,
-    starts: BTreeMap<i64, RoaringBitmap>,
-    ends: BTreeMap<i64, RoaringBitmap>,
-    boxes: Vec<([f64; 4], RoaringBitmap)>,
+    /// Every bitmap below (by its key) and the facets' postings.
+    spill: PostingSpill,
+    tokens: HashMap<String, u32>,
+    starts: BTreeMap<i64, u32>,
+    ends: BTreeMap<i64, u32>,
+    boxes: Vec<([f64; 4], u32)>,
     box_index: HashMap<[u64; 4], usize>,
     shard: Vec<Doc>,
     fgb: Option<FgbStream>,
@@ -258,6 +201,7 @@ impl IndexWriter {
             site: options.site,
             facets,
             n: 0,
+            spill: PostingSpill::new(crate::spill::RANGE_BITS),
             tokens: HashMap::new(),
             starts: BTreeMap::new(),
             ends: BTreeMap::new(),
@@ -294,6 +238,13 @@ impl IndexWriter {
         self.facet_segment_step = step.max(1);
     }
 
+    /// Spill the bitmaps every 2^`bits` docs instead of every 2^[`crate::spill::RANGE_BITS`]
+    /// (tests spill a small index often). Call before the first item.
+    pub fn set_spill_range(&mut self, bits: u32) {
+        assert_eq!(self.n, 0, "set_spill_range after items were added");
+        self.spill = PostingSpill::new(bits);
+    }
+
     /// Adds the next item (doc number = items added before it).
     pub fn add(&mut self, item: ItemInput, sink: &mut dyn Sink) -> Result<()> {
         self.add_ref(&item, sink)
@@ -314,7 +265,7 @@ impl IndexWriter {
                         let n = f.values.len() as u32;
                         f.value_index.insert(v.clone(), n);
                         f.values.push(v.clone());
-                        f.postings.push(RoaringBitmap::new());
+                        f.postings.push(self.spill.key());
                         n
                     }
                 })
@@ -322,7 +273,7 @@ impl IndexWriter {
             numbers.sort_unstable();
             numbers.dedup();
             for &v in &numbers {
-                f.postings[v as usize].insert(doc);
+                self.spill.insert(f.postings[v as usize], doc)?;
             }
             let code = if numbers.is_empty() {
                 0
@@ -334,7 +285,7 @@ impl IndexWriter {
                 f.combo_index.insert(numbers, c);
                 c
             };
-            f.codes.push(code);
+            f.codes.push(code)?;
         }
         let mut words: Vec<String> = tokenize(&item.id);
         words.extend(tokenize(&item.title));
@@ -344,23 +295,21 @@ impl IndexWriter {
         words.sort_unstable();
         words.dedup();
         for w in words {
-            match self.tokens.get_mut(&w) {
-                Some(b) => {
-                    b.insert(doc);
-                }
-                None => {
-                    self.tokens.insert(w, RoaringBitmap::from_iter([doc]));
-                }
-            }
+            let key = match self.tokens.get(&w) {
+                Some(&k) => k,
+                None => *self.tokens.entry(w).or_insert(self.spill.key()),
+            };
+            self.spill.insert(key, doc)?;
         }
-        self.starts.entry(item.start).or_default().insert(doc);
-        self.ends.entry(item.end).or_default().insert(doc);
-        let key = item.bbox.map(f64::to_bits);
-        let slot = *self.box_index.entry(key).or_insert_with(|| {
-            self.boxes.push((item.bbox, RoaringBitmap::new()));
+        let key = *self.starts.entry(item.start).or_insert_with(|| self.spill.key());
+        self.spill.insert(key, doc)?;
+        let key = *self.ends.entry(item.end).or_insert_with(|| self.spill.key());
+        self.spill.insert(key, doc)?;
+        let slot = *self.box_index.entry(item.bbox.map(f64::to_bits)).or_insert_with(|| {
+            self.boxes.push((item.bbox, self.spill.key()));
             self.boxes.len() - 1
         });
-        self.boxes[slot].1.insert(doc);
+        self.spill.insert(self.boxes[slot].1, doc)?;
         if let Some(fgb) = &mut self.fgb {
             let (start, end) = (crate::query::format_rfc3339(item.start), crate::query::format_rfc3339(item.end));
             fgb.add_feature(
@@ -389,6 +338,7 @@ impl IndexWriter {
     pub fn finish(mut self, sink: &mut dyn Sink) -> Result<Meta> {
         self.flush_shard(sink)?;
         let n = self.n;
+        let postings: Postings = std::mem::replace(&mut self.spill, PostingSpill::new(0)).finish()?;
         let mut metas = Vec::new();
         // Final codes per facet (values renumbered in sorted order).
         let mut codes: Vec<Codes> = Vec::new();
@@ -405,7 +355,7 @@ impl IndexWriter {
             let mut sizes = Vec::with_capacity(values.len());
             let mut segments = BTreeMap::new();
             for (new, &old) in order.iter().enumerate() {
-                let b = &mut f.postings[old as usize];
+                let b = &mut postings.get(f.postings[old as usize])?;
                 b.optimize();
                 counts.push(b.len() as u32);
                 let bytes = codec::encode_postings(b);
@@ -441,8 +391,11 @@ impl IndexWriter {
                 std::mem::take(&mut f.codes)
             } else {
                 let mut out = Codes::default();
-                for c in std::mem::take(&mut f.codes).iter() {
-                    out.push(if c == 0 { 0 } else { combos[c as usize - 1][0] + 1 });
+                let codes = std::mem::take(&mut f.codes);
+                for b in 0..codes.blocks() {
+                    for c in codes.block(b)? {
+                        out.push(if c == 0 { 0 } else { combos[c as usize - 1][0] + 1 })?;
+                    }
                 }
                 out
             };
@@ -478,14 +431,16 @@ impl IndexWriter {
                 let (gc, fc) = (code_values[g].len(), code_values[f].len());
                 let mut pairs: HashMap<(u32, u32), u32> = HashMap::new();
                 let mut dense = if gc * fc <= 1 << 24 { vec![0u32; gc * fc] } else { Vec::new() };
-                for (a, b) in codes[g].iter().zip(codes[f].iter()) {
-                    if a == 0 || b == 0 {
-                        continue;
-                    }
-                    if dense.is_empty() {
-                        *pairs.entry((a, b)).or_default() += 1;
-                    } else {
-                        dense[a as usize * fc + b as usize] += 1;
+                for block in 0..codes[g].blocks() {
+                    for (a, b) in codes[g].block(block)?.into_iter().zip(codes[f].block(block)?) {
+                        if a == 0 || b == 0 {
+                            continue;
+                        }
+                        if dense.is_empty() {
+                            *pairs.entry((a, b)).or_default() += 1;
+                        } else {
+                            dense[a as usize * fc + b as usize] += 1;
+                        }
                     }
                 }
                 if !dense.is_empty() {
@@ -514,7 +469,7 @@ impl IndexWriter {
         for b in 0..n.div_ceil(BLOCK) {
             let lo = (b * BLOCK) as usize;
             let hi = (lo + BLOCK as usize).min(n as usize);
-            let cols: Vec<Vec<u32>> = codes.iter().map(|c| c.block(b as usize)).collect();
+            let cols: Vec<Vec<u32>> = codes.iter().map(|c| c.block(b as usize)).collect::<std::io::Result<_>>()?;
             debug_assert!(cols.iter().all(|c| c.len() == hi - lo));
             let cols: Vec<&[u32]> = cols.iter().map(Vec::as_slice).collect();
             let bytes = codec::encode_block(&cols);
@@ -525,15 +480,20 @@ impl IndexWriter {
 
         // Text chunks: sorted tokens, cut when a chunk's postings pass TEXT_CHUNK_BYTES;
         // a common token's postings are split by doc range (TextPosting::Segmented).
-        let mut tokens: Vec<(String, RoaringBitmap)> = self.tokens.drain().collect();
+        // Bitmaps are read twice (sizes, then chunks) rather than held all at once.
+        let mut tokens: Vec<(String, u32)> = self.tokens.drain().collect();
         tokens.sort_by(|a, b| a.0.cmp(&b.0));
+        let token_postings = |key: u32| -> Result<RoaringBitmap> {
+            let mut b = postings.get(key)?;
+            b.optimize();
+            Ok(b)
+        };
         let mut text_chunks = Vec::new();
         let mut start = 0;
         let mut size = 0;
         let mut sizes = Vec::with_capacity(tokens.len());
-        for (t, b) in tokens.iter_mut() {
-            b.optimize();
-            sizes.push(t.len() + b.serialized_size());
+        for (t, key) in tokens.iter() {
+            sizes.push(t.len() + token_postings(*key)?.serialized_size());
         }
         for i in 0..tokens.len() {
             size += sizes[i];
@@ -543,11 +503,12 @@ impl IndexWriter {
             if size >= TEXT_CHUNK_BYTES || sizes[i] >= TEXT_CHUNK_BYTES / 2 || next_is_large || i + 1 == tokens.len() {
                 let c = text_chunks.len();
                 let mut entries = Vec::with_capacity(i + 1 - start);
-                for (e, (t, b)) in tokens[start..=i].iter_mut().enumerate() {
+                for (e, (t, key)) in tokens[start..=i].iter().enumerate() {
+                    let b = token_postings(*key)?;
                     let posting = if b.serialized_size() > 2 * self.text_segment_bytes {
                         let mut segments = Vec::new();
                         let mut first = RoaringBitmap::new();
-                        for (s, (end, mut docs)) in split_by_range(b, n, self.text_segment_bytes, self.text_segment_step).into_iter().enumerate() {
+                        for (s, (end, mut docs)) in split_by_range(&b, n, self.text_segment_bytes, self.text_segment_step).into_iter().enumerate() {
                             docs.optimize();
                             let count = docs.len() as u32;
                             let bytes = if s == 0 {
@@ -562,8 +523,7 @@ impl IndexWriter {
                         }
                         codec::TextPosting::Segmented(codec::Segmented { count: b.len(), segments, first })
                     } else {
-                        // Each token is written once: its bitmap moves into the chunk.
-                        codec::TextPosting::Whole(std::mem::take(b))
+                        codec::TextPosting::Whole(b)
                     };
                     entries.push((&**t, posting));
                 }
@@ -579,15 +539,22 @@ impl IndexWriter {
         // Time: per start year, the docs that started in earlier years and the exact starts within it.
         let mut start_years = Vec::new();
         let mut before = RoaringBitmap::new();
-        let mut by_year: BTreeMap<i32, Vec<(i64, RoaringBitmap)>> = BTreeMap::new();
-        for (ts, b) in std::mem::take(&mut self.starts) {
-            by_year.entry(crate::query::year_of(ts)).or_default().push((ts, b));
+        let mut by_year: BTreeMap<i32, Vec<(i64, u32)>> = BTreeMap::new();
+        for (ts, key) in std::mem::take(&mut self.starts) {
+            by_year.entry(crate::query::year_of(ts)).or_default().push((ts, key));
         }
-        for (y, mut exact) in by_year {
+        let year_postings = |keys: Vec<(i64, u32)>| -> Result<Vec<(i64, RoaringBitmap)>> {
+            keys.into_iter()
+                .map(|(ts, key)| {
+                    let mut b = postings.get(key)?;
+                    b.optimize();
+                    Ok((ts, b))
+                })
+                .collect()
+        };
+        for (y, keys) in by_year {
             before.optimize();
-            for (_, b) in exact.iter_mut() {
-                b.optimize();
-            }
+            let exact = year_postings(keys)?;
             let t = codec::TimeYear { beyond: before.clone(), exact };
             sink.put(&format!("t/s{y}.bin"), &codec::encode_time_year(&t))?;
             for (_, b) in &t.exact {
@@ -597,15 +564,13 @@ impl IndexWriter {
         }
         let mut end_years = Vec::new();
         let mut after = RoaringBitmap::new();
-        let mut by_year: BTreeMap<i32, Vec<(i64, RoaringBitmap)>> = BTreeMap::new();
-        for (ts, b) in std::mem::take(&mut self.ends) {
-            by_year.entry(crate::query::year_of(ts)).or_default().push((ts, b));
+        let mut by_year: BTreeMap<i32, Vec<(i64, u32)>> = BTreeMap::new();
+        for (ts, key) in std::mem::take(&mut self.ends) {
+            by_year.entry(crate::query::year_of(ts)).or_default().push((ts, key));
         }
-        for (y, mut exact) in by_year.into_iter().rev() {
+        for (y, keys) in by_year.into_iter().rev() {
             after.optimize();
-            for (_, b) in exact.iter_mut() {
-                b.optimize();
-            }
+            let exact = year_postings(keys)?;
             let t = codec::TimeYear { beyond: after.clone(), exact };
             sink.put(&format!("t/e{y}.bin"), &codec::encode_time_year(&t))?;
             for (_, b) in &t.exact {
@@ -615,11 +580,17 @@ impl IndexWriter {
         }
         end_years.reverse();
 
-        for (_, b) in self.boxes.iter_mut() {
-            b.optimize();
-        }
         if !self.boxes.is_empty() {
-            sink.put("b.bin", &codec::encode_boxes(&self.boxes))?;
+            let boxes = self
+                .boxes
+                .iter()
+                .map(|&(bbox, key)| {
+                    let mut b = postings.get(key)?;
+                    b.optimize();
+                    Ok((bbox, b))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            sink.put("b.bin", &codec::encode_boxes(&boxes))?;
         }
 
         let fgb = match self.fgb.take() {
@@ -718,25 +689,6 @@ mod tests {
             text: vec![if variable == "tas" { "Near-Surface Air Temperature".into() } else { "Precipitation".into() }],
             label: variable.into(),
         }
-    }
-
-    #[test]
-    fn packed_codes_read_back_exactly() {
-        let n = BLOCK as usize * 3 + 123;
-        let code = |i: usize| match i / BLOCK as usize {
-            0 => 0,                           // width 0
-            1 => (i % 5) as u32,              // width 3
-            2 => (i as u32).wrapping_mul(2654435761), // up to 32 bits
-            _ => (i % 70_000) as u32,
-        };
-        let mut c = Codes::default();
-        for i in 0..n {
-            c.push(code(i));
-        }
-        assert_eq!(c.blocks(), 4);
-        assert!(c.iter().eq((0..n).map(code)));
-        assert_eq!(c.block(1).len(), BLOCK as usize);
-        assert_eq!(c.block(3).len(), 123);
     }
 
     /// The same items, with every text posting segmented (64-doc steps) and without.
@@ -895,6 +847,48 @@ mod tests {
             files.push(rel);
         }
         assert_eq!(files.len(), walk(b.path()).len());
+    }
+
+    /// Spilling the bitmaps every 2^9 or 2^17 docs writes the same bytes as
+    /// holding them all until the end (one range of 2^31 docs), also for
+    /// multi-valued facets, segmented words, several boxes and footprints.
+    #[test]
+    fn spilled_index_is_byte_identical_to_one_held_in_memory() {
+        let build = |bits: u32| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut sink = DirSink(dir.path().to_path_buf());
+            let opts = Options {
+                facets: vec![("cmip6:variable_id".into(), "variable".into(), "Variable".into()), ("cmip6:realm".into(), "realm".into(), "Realm".into())],
+                fgb: true,
+                site: SiteRef::default(),
+            };
+            let mut w = IndexWriter::new(opts).unwrap();
+            w.set_spill_range(bits);
+            w.set_text_segments(256, 1024);
+            for i in 0..140_000 {
+                let v = ["tas", "pr", "tos", "huss"][(i / 37 + i / 1000) % 4];
+                let realm: &[&str] = if (i / 300) % 5 == 0 { &["atmos", "land"] } else if i % 7 == 0 { &["ocean"] } else { &["atmos"] };
+                let bbox = if i % 11 == 0 { [-10.0, 30.0, 40.0, 70.0] } else { [-180.0, -90.0, 180.0, 90.0] };
+                let mut it = item(i, v, realm, 1850 + (i as i64 / 900), bbox);
+                if i % 5003 == 1 {
+                    it.text.push(format!("rare{}", i % 3));
+                }
+                w.add(it, &mut sink).unwrap();
+            }
+            w.finish(&mut sink).unwrap();
+            dir
+        };
+        let whole = build(31);
+        let files = walk(whole.path());
+        assert!(files.len() > 50, "{} files", files.len());
+        for bits in [17, 9] {
+            let spilled = build(bits);
+            assert_eq!(walk(spilled.path()).len(), files.len(), "ranges of 2^{bits}");
+            for e in &files {
+                let rel = e.strip_prefix(whole.path()).unwrap();
+                assert!(std::fs::read(e).unwrap() == std::fs::read(spilled.path().join(rel)).unwrap(), "{} with ranges of 2^{bits}", rel.display());
+            }
+        }
     }
 
     fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
