@@ -210,7 +210,7 @@ impl Creator {
 /// file, mtime and all, as a new tree would have it. Trusted only within the
 /// process that wrote it; any other process clears it like an old tree.
 struct Spare {
-    entries: Previous,
+    entries: Entries,
     /// Replaced files are moved here (beside the tree, named like an old
     /// tree) and removed in the background: freeing them is what costs.
     trash: Option<PathBuf>,
@@ -223,7 +223,7 @@ struct Spare {
 }
 
 impl Spare {
-    fn new(entries: Previous, root_parent: PathBuf) -> Spare {
+    fn new(entries: Entries, root_parent: PathBuf) -> Spare {
         Spare { seen: vec![0; entries.len().div_ceil(64)], entries, seen_count: 0, trash: None, trashed: 0, root_parent }
     }
 
@@ -273,10 +273,10 @@ impl Spare {
 struct KeptSite {
     live: PathBuf,
     manifest_id: FileId,
-    previous: Previous,
+    previous: Entries,
     /// The live tree holds exactly `previous`'s files and the manifest.
     exact: bool,
-    spare: Option<Previous>,
+    spare: Option<Entries>,
 }
 
 /// A file's identity: device, inode, size, mtime (seconds, nanoseconds).
@@ -291,7 +291,7 @@ fn file_id(path: &Path) -> Option<FileId> {
 static KEPT: Mutex<Vec<KeptSite>> = Mutex::new(Vec::new());
 
 /// Takes what this process kept of the site at `live`, if its live manifest is still the one it wrote.
-fn take_kept(live: &Path) -> Option<(Previous, Option<Previous>, bool)> {
+fn take_kept(live: &Path) -> Option<(Entries, Option<Entries>, bool)> {
     let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
     let i = kept.iter().position(|k| k.live == live)?;
     let k = kept.swap_remove(i);
@@ -457,7 +457,7 @@ impl SiteWriter {
         let (previous, spare, previous_kept) = match kept {
             Some((previous, spare, exact)) if threaded => {
                 let spare = spare.filter(|_| std::fs::rename(&spare_dir, &staging).is_ok());
-                (previous, spare, exact)
+                (Previous::Memory(previous), spare, exact)
             }
             _ => (read_manifest(&live.join(MANIFEST)), None, false),
         };
@@ -850,7 +850,10 @@ impl SiteWriter {
                 // The old tree is the next writer's spare, if it is the tree this
                 // process wrote last (its entries exact); else it is removed.
                 // (Not when the swapped-out tree held files its manifest does not list: those would stay.)
-                let spare = self.previous_kept.then(|| std::mem::take(&mut self.previous));
+                let spare = match std::mem::take(&mut self.previous) {
+                    Previous::Memory(entries) if self.previous_kept => Some(entries),
+                    _ => None,
+                };
                 let name = self.live.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 let spare_dir = self.staging.with_file_name(format!(".{name}.spare"));
                 let spare = match spare {
@@ -863,7 +866,7 @@ impl SiteWriter {
                 entries.sort_unstable_by_key(|e| e.0);
                 entries.dedup_by(|a, b| a.0 == b.0);
                 if let Some(id) = file_id(&self.live.join(MANIFEST)) {
-                    keep(KeptSite { live: self.live.clone(), manifest_id: id, previous: Previous(entries), exact: true, spare });
+                    keep(KeptSite { live: self.live.clone(), manifest_id: id, previous: Entries(entries), exact: true, spare });
                 }
             } else if self.background_cleanup {
                 self.remove_in_background()?;
@@ -875,7 +878,7 @@ impl SiteWriter {
             if let (Some(mut entries), Some(id)) = (self.entries.take(), file_id(&self.live.join(MANIFEST))) {
                 entries.sort_unstable_by_key(|e| e.0);
                 entries.dedup_by(|a, b| a.0 == b.0);
-                keep(KeptSite { live: self.live.clone(), manifest_id: id, previous: Previous(entries), exact: true, spare: None });
+                keep(KeptSite { live: self.live.clone(), manifest_id: id, previous: Entries(entries), exact: true, spare: None });
             }
         }
         tracing::debug!(
@@ -951,7 +954,7 @@ pub fn prepare_spare(live: &Path) -> Result<()> {
     entries.dedup_by(|a, b| a.0 == b.0);
     // Once swapped out, the live tree is a spare too, if it holds nothing but what its manifest lists.
     let exact = count_files(live).is_some_and(|n| n == entries.len() + 1);
-    keep(KeptSite { live: live.to_path_buf(), manifest_id: id, previous: Previous(entries.clone()), exact, spare: Some(Previous(entries)) });
+    keep(KeptSite { live: live.to_path_buf(), manifest_id: id, previous: Entries(entries.clone()), exact, spare: Some(Entries(entries)) });
     Ok(())
 }
 
@@ -1128,12 +1131,43 @@ fn path_key(rel_path: &str) -> u128 {
     u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"))
 }
 
-/// The live manifest, compact: (path key, sha256, size) sorted by key, 56
-/// bytes a file (a hash map of the same took about twice that).
-#[derive(Default)]
-struct Previous(Vec<([u8; 16], [u8; 32], u64)>);
+/// The live manifest's files: what a writer may reuse.
+enum Previous {
+    /// What a long-running writer kept of its own last write.
+    Memory(Entries),
+    /// Read from the live manifest (a build): on disk, so a rebuild's memory
+    /// does not grow with the site.
+    Disk(DiskEntries),
+}
+
+impl Default for Previous {
+    fn default() -> Self {
+        Previous::Memory(Entries::default())
+    }
+}
 
 impl Previous {
+    fn get(&self, key: u128) -> Option<([u8; 32], u64)> {
+        match self {
+            Previous::Memory(e) => e.get(key),
+            Previous::Disk(d) => d.get(key),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Previous::Memory(e) => e.len(),
+            Previous::Disk(d) => d.len,
+        }
+    }
+}
+
+/// Manifest entries in memory, compact: (path key, sha256, size) sorted by
+/// key, 56 bytes a file (a hash map of the same took about twice that).
+#[derive(Default)]
+struct Entries(Vec<([u8; 16], [u8; 32], u64)>);
+
+impl Entries {
     fn get(&self, key: u128) -> Option<([u8; 32], u64)> {
         self.index_of(key).map(|i| (self.0[i].1, self.0[i].2))
     }
@@ -1168,17 +1202,58 @@ impl Previous {
     }
 }
 
-/// Reads a manifest line by line into path keys; anything unreadable means
-/// "nothing to reuse", which only costs a full rewrite.
+/// Manifest entries in a temp file: 56-byte records (path key, sha256, size
+/// LE) sorted by key, found through every [`SPARSE`]th key kept in memory
+/// (0.125 bytes a file) and one read of the records between two of them.
+struct DiskEntries {
+    file: std::fs::File,
+    len: usize,
+    sparse: Vec<[u8; 16]>,
+}
+
+/// Records per read of [`DiskEntries`] (7 KB).
+const SPARSE: usize = 128;
+const RECORD: usize = 56;
+
+impl DiskEntries {
+    fn get(&self, key: u128) -> Option<([u8; 32], u64)> {
+        let key = key.to_le_bytes();
+        // The run of records that would hold the key: after the last sparse key not above it.
+        let run = match self.sparse.binary_search(&key) {
+            Ok(i) => i,
+            Err(0) => return None,
+            Err(i) => i - 1,
+        };
+        let first = run * SPARSE;
+        let count = SPARSE.min(self.len - first);
+        let mut buf = vec![0u8; count * RECORD];
+        if let Err(e) = std::os::unix::fs::FileExt::read_exact_at(&self.file, &mut buf, (first * RECORD) as u64) {
+            // Unreachable short of a failing disk; the file is written again, which is only slower.
+            tracing::warn!("reading the live manifest's entries back: {e}");
+            return None;
+        }
+        let records: Vec<&[u8]> = buf.chunks_exact(RECORD).collect();
+        let i = records.binary_search_by(|r| r[..16].cmp(&key)).ok()?;
+        let r = records[i];
+        Some((r[16..48].try_into().expect("32 bytes"), u64::from_le_bytes(r[48..].try_into().expect("8 bytes"))))
+    }
+}
+
+/// Reads a manifest line by line into path keys, sorted on disk; anything
+/// unreadable means "nothing to reuse", which only costs a full rewrite.
 fn read_manifest(path: &Path) -> Previous {
-    let mut out = Vec::new();
-    let done = |mut out: Vec<([u8; 16], [u8; 32], u64)>| {
-        out.sort_unstable_by_key(|e| e.0);
-        out.dedup_by(|a, b| a.0 == b.0);
-        out.shrink_to_fit();
-        Previous(out)
-    };
-    let Ok(file) = std::fs::File::open(path) else { return done(out) };
+    let Ok(file) = std::fs::File::open(path) else { return Previous::default() };
+    match manifest_on_disk(file) {
+        Ok(entries) => Previous::Disk(entries),
+        Err(e) => {
+            tracing::warn!("reading {}: {e:#}; every file is written again", path.display());
+            Previous::default()
+        }
+    }
+}
+
+fn manifest_on_disk(file: std::fs::File) -> Result<DiskEntries> {
+    let mut sort = crate::spill::Spill::default();
     for line in BufReader::new(file).lines().map_while(|l| l.ok()) {
         let line = line.trim().trim_end_matches(',');
         if !line.starts_with('"') {
@@ -1186,13 +1261,33 @@ fn read_manifest(path: &Path) -> Previous {
         }
         let Ok(map) = serde_json::from_str::<BTreeMap<String, ManifestEntry>>(&format!("{{{line}}}")) else { continue };
         for (p, e) in map {
-            let mut sha = [0u8; 32];
-            if hex::decode_to_slice(&e.sha256, &mut sha).is_ok() {
-                out.push((path_key(&p).to_le_bytes(), sha, e.size));
+            let mut value = [0u8; 40];
+            if hex::decode_to_slice(&e.sha256, &mut value[..32]).is_ok() {
+                value[32..].copy_from_slice(&e.size.to_le_bytes());
+                sort.push(&path_key(&p).to_le_bytes(), &value)?;
             }
         }
     }
-    done(out)
+    let mut out = BufWriter::new(tempfile::tempfile().context("creating a temp file for the live manifest's entries")?);
+    let (mut len, mut sparse, mut last) = (0, Vec::new(), None);
+    for record in sort.finish()? {
+        let (key, value) = record?;
+        let key: [u8; 16] = key.try_into().map_err(|_| anyhow::anyhow!("a sort record of the wrong size"))?;
+        // One entry per path (a manifest lists each once; the first wins otherwise).
+        if last == Some(key) {
+            continue;
+        }
+        if len % SPARSE == 0 {
+            sparse.push(key);
+        }
+        out.write_all(&key)?;
+        out.write_all(&value)?;
+        len += 1;
+        last = Some(key);
+    }
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    sparse.shrink_to_fit();
+    Ok(DiskEntries { file, len, sparse })
 }
 
 /// Refuses absolute paths and any `..`, so nothing is ever written outside the site.
@@ -1254,7 +1349,7 @@ mod tests {
         let keys: Vec<u128> = (0..5000).map(|i| path_key(&format!("p{i}"))).collect();
         let mut v: Vec<([u8; 16], [u8; 32], u64)> = keys.iter().map(|k| (k.to_le_bytes(), [0; 32], 0)).collect();
         v.sort_unstable_by_key(|e| e.0);
-        let p = Previous(v);
+        let p = Entries(v);
         for k in &keys {
             assert_eq!(p.index_of(*k).map(|i| p.0[i].0), Some(k.to_le_bytes()));
         }
@@ -1262,7 +1357,44 @@ mod tests {
             assert!(p.index_of(path_key(&format!("q{i}"))).is_none());
         }
         assert!(p.index_of(0).is_none() && p.index_of(u128::MAX).is_none());
-        assert!(Previous::default().index_of(7).is_none());
+        assert!(Entries::default().index_of(7).is_none());
+    }
+
+    /// The live manifest read into a temp file finds what the manifest lists
+    /// (also at the edges of its sparse runs, and the first of a path listed
+    /// twice), and nothing else.
+    #[test]
+    fn the_manifest_on_disk_finds_every_entry_and_no_other() {
+        for n in [0usize, 1, 127, 128, 129, 1000] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(MANIFEST);
+            let mut out = Vec::new();
+            write!(out, "{{\"generator\": \"fedstac test\", \"files\": {{").unwrap();
+            let sha = |i: usize| -> [u8; 32] { Sha256::digest(i.to_le_bytes()).into() };
+            for i in 0..n {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_manifest_entry(&mut out, &format!("CMIP6/p{i}.json"), &sha(i), i as u64 * 3, i % 2 == 0).unwrap();
+            }
+            if n > 0 {
+                // A second entry for p0: the first is kept.
+                out.push(b',');
+                write_manifest_entry(&mut out, "CMIP6/p0.json", &sha(99_999), 7, false).unwrap();
+            }
+            out.extend_from_slice(b"\n}}\n");
+            std::fs::write(&path, out).unwrap();
+            let previous = read_manifest(&path);
+            assert!(matches!(previous, Previous::Disk(_)), "{n} entries");
+            assert_eq!(previous.len(), n);
+            for i in 0..n {
+                assert_eq!(previous.get(path_key(&format!("CMIP6/p{i}.json"))), Some((sha(i), i as u64 * 3)), "p{i} of {n}");
+                assert_eq!(previous.get(path_key(&format!("CMIP6/q{i}.json"))), None);
+            }
+            assert_eq!(previous.get(0), None);
+            assert_eq!(previous.get(u128::MAX), None);
+        }
+        assert_eq!(read_manifest(Path::new("/nonexistent/manifest")).len(), 0);
     }
 
     #[test]
