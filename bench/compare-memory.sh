@@ -6,6 +6,10 @@
 #   SIZES="10000" RUNS=3 bench/compare-memory.sh
 #   MAIN_REV=abc123 bench/compare-memory.sh  another baseline than `main`
 #   MAIN_BIN=/path/fedstac BRANCH_BIN=/path/fedstac bench/compare-memory.sh   prebuilt binaries
+#   INDEX_SIZES="1000000 10000000" bench/compare-memory.sh
+#       also the search index writer alone (index/examples/bench-index.rs, a
+#       synthetic CMIP6 catalogue, no netCDF files) at these numbers of items;
+#       MAIN_INDEX_BIN / BRANCH_INDEX_BIN for prebuilt bench-index binaries
 # On a shared machine run it under the CPU lock: flock /work/cpu.lock bench/compare-memory.sh
 # Trees are shared with bench/run.sh (bench/out/synthetic-N); sites go to bench/out/compare.
 set -euo pipefail
@@ -35,6 +39,26 @@ if [[ -z ${MAIN_BIN:-} ]]; then
   echo "main: $(git rev-parse --short "$rev")" >&2
 fi
 cp "$MAIN_BIN" "$cmp/fedstac-main"
+index_sizes=${INDEX_SIZES:-}
+if [[ -n $index_sizes ]]; then
+  if [[ -z ${BRANCH_INDEX_BIN:-} ]]; then
+    cargo build --release --locked --quiet -p fedstac-index --features write --example bench-index
+    BRANCH_INDEX_BIN=$target/release/examples/bench-index
+  fi
+  if [[ -z ${MAIN_INDEX_BIN:-} ]]; then
+    [[ -d $cmp/main-src ]] || { echo "compare-memory: INDEX_SIZES needs MAIN_INDEX_BIN when MAIN_BIN is given" >&2; exit 2; }
+    (cd "$cmp/main-src" && CARGO_TARGET_DIR=$target/compare-main cargo build --release --locked --quiet -p fedstac-index --features write --example bench-index)
+    MAIN_INDEX_BIN=$target/compare-main/release/examples/bench-index
+  fi
+  cp "$BRANCH_INDEX_BIN" "$cmp/bench-index-branch"
+  cp "$MAIN_INDEX_BIN" "$cmp/bench-index-main"
+fi
+
+# Peak RSS (MiB) and wall seconds of the last run, from /usr/bin/time -v.
+peak_and_seconds() {
+  awk -F': ' '/Maximum resident set size/ {kb=$2} /Elapsed \(wall clock\)/ {t=$2}
+              END {n=split(t, p, ":"); s=0; for (i=1; i<=n; i++) s=s*60+p[i]; printf "%.1f %.1f\n", kb/1024, s}' "$cmp/time.log"
+}
 
 # One cold build (empty cache and output); prints "peak_mib seconds".
 cold() { # binary config site
@@ -42,14 +66,20 @@ cold() { # binary config site
   rm -rf "$site" "$cmp/cache"
   /usr/bin/time -v "$bin" build -c "$config" --output "$site" --cache "$cmp/cache" >"$cmp/build.log" 2>"$cmp/time.log" \
     || { cat "$cmp/build.log" "$cmp/time.log" >&2; exit 1; }
-  awk -F': ' '/Maximum resident set size/ {kb=$2} /Elapsed \(wall clock\)/ {t=$2}
-              END {n=split(t, p, ":"); s=0; for (i=1; i<=n; i++) s=s*60+p[i]; printf "%.1f %.1f\n", kb/1024, s}' "$cmp/time.log"
+  peak_and_seconds
+}
+
+# A rebuild of `site` with the cache kept; prints "peak_mib seconds".
+warm() { # binary config site
+  /usr/bin/time -v "$1" build -c "$2" --output "$3" --cache "$cmp/cache" >"$cmp/build.log" 2>"$cmp/time.log" \
+    || { cat "$cmp/build.log" "$cmp/time.log" >&2; exit 1; }
+  peak_and_seconds
 }
 
 echo "Measured $(date -u '+%Y-%m-%d %H:%M') UTC on $(nproc) cores; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| files | run | main peak RSS | branch peak RSS | main s | branch s | sites identical |"
-echo "| ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+echo "| files | run | main peak RSS | branch peak RSS | main s | branch s | sites identical | main warm peak RSS | branch warm peak RSS |"
+echo "| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"
 for n in $sizes; do
   tree=$out/synthetic-$n
   [[ -f "$tree/.complete" ]] || { rm -rf "$tree"; "$cmp/fedstac-branch" -q sample "$tree" --extra-datasets "$n"; touch "$tree/.complete"; }
@@ -64,9 +94,36 @@ EOF
     read -r branch_mib branch_s < <(cold "$cmp/fedstac-branch" "$config" "$cmp/site-branch")
     same=yes
     diff -r -q "$cmp/site-main" "$cmp/site-branch" >"$cmp/diff-$n.txt" || same="no (bench/out/compare/diff-$n.txt)"
-    echo "| $files | $r | $main_mib MiB | $branch_mib MiB | $main_s | $branch_s | $same |"
+    # Rebuilds with nothing changed (the header cache is the branch's: same entries).
+    read -r main_warm _ < <(warm "$cmp/fedstac-main" "$config" "$cmp/site-main")
+    read -r branch_warm _ < <(warm "$cmp/fedstac-branch" "$config" "$cmp/site-branch")
+    echo "| $files | $r | $main_mib MiB | $branch_mib MiB | $main_s | $branch_s | $same | $main_warm MiB | $branch_warm MiB |"
   done
 done
 rm -rf "$cmp/site-main" "$cmp/site-branch" "$cmp/cache"
+
+# The index writer alone; prints "peak_mib seconds".
+index_run() { # binary items dir
+  rm -rf "$3"
+  /usr/bin/time -v "$1" "$2" "$3" >"$cmp/build.log" 2>"$cmp/time.log" || { cat "$cmp/build.log" "$cmp/time.log" >&2; exit 1; }
+  peak_and_seconds
+}
+if [[ -n $index_sizes ]]; then
+  echo
+  echo "Search index writer alone (bench-index), $(date -u '+%H:%M') UTC, load average $(cut -d' ' -f1-3 /proc/loadavg):"
+  echo
+  echo "| items | run | main peak RSS | branch peak RSS | main s | branch s | indexes identical |"
+  echo "| ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+  for n in $index_sizes; do
+    for r in $(seq "$runs"); do
+      read -r main_mib main_s < <(index_run "$cmp/bench-index-main" "$n" "$cmp/index-main")
+      read -r branch_mib branch_s < <(index_run "$cmp/bench-index-branch" "$n" "$cmp/index-branch")
+      same=yes
+      diff -r -q "$cmp/index-main" "$cmp/index-branch" >"$cmp/diff-index-$n.txt" || same="no (bench/out/compare/diff-index-$n.txt)"
+      echo "| $n | $r | $main_mib MiB | $branch_mib MiB | $main_s | $branch_s | $same |"
+    done
+  done
+  rm -rf "$cmp/index-main" "$cmp/index-branch"
+fi
 echo
 echo "Load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -270,6 +270,13 @@ fn run(cli: Cli) -> Result<u8> {
             if no_checksums {
                 site.checksums = false;
             }
+            // Temp files (sort runs, the spilled search index, items.fgb being
+            // assembled: ~5 GB at 10M items) go beside the header cache, on
+            // disk, unless TMPDIR says otherwise: /tmp may be RAM (tmpfs).
+            if std::env::var_os("TMPDIR").is_none() {
+                std::fs::create_dir_all(&site.cache).with_context(|| format!("creating the cache directory {}", site.cache.display()))?;
+                let _ = tempfile::env::override_temp_dir(&site.cache);
+            }
             let output = site.output.clone();
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
             let started = std::time::Instant::now();

@@ -1,9 +1,12 @@
 //! The index writer: fed one item at a time (in doc order), it streams result
 //! shards out as they fill and writes everything else at [`IndexWriter::finish`].
 //! Nothing per item stays in memory: the facet codes and the bitmaps go to
-//! temp files as their block or doc range fills ([`crate::spill`]), and
+//! temp files as their block or doc range fills (module `spill`), and
 //! `items.fgb` is assembled in a temp file. What is held grows with the
-//! vocabulary (distinct values, words, times, footprints), not the items.
+//! vocabulary (distinct values, words, start and end times, footprints: ~40
+//! bytes each), not with the items, as long as items share those (an
+//! archive where every item had a time or footprint of its own would hold
+//! them per item).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -238,8 +241,8 @@ impl IndexWriter {
         self.facet_segment_step = step.max(1);
     }
 
-    /// Spill the bitmaps every 2^`bits` docs instead of every 2^[`crate::spill::RANGE_BITS`]
-    /// (tests spill a small index often). Call before the first item.
+    /// Spill the bitmaps every 2^`bits` docs instead of every 2^17 (tests
+    /// spill a small index often). Call before the first item.
     pub fn set_spill_range(&mut self, bits: u32) {
         assert_eq!(self.n, 0, "set_spill_range after items were added");
         self.spill = PostingSpill::new(bits);
