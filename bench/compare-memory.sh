@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Peak memory of `fedstac build`, main's binary against this checkout's, on
 # the same synthetic archives, cold builds back to back (so both see the same
-# machine load). Also says whether the two sites are byte-identical.
+# machine load), then a rebuild of each with nothing changed (warm). Also
+# says whether the two sites are byte-identical after each.
 #   bench/compare-memory.sh                  10k and 100k extra datasets, one pair of runs each
 #   SIZES="10000" RUNS=3 bench/compare-memory.sh
 #   MAIN_REV=abc123 bench/compare-memory.sh  another baseline than `main`
@@ -28,6 +29,7 @@ if [[ -z ${BRANCH_BIN:-} ]]; then
   BRANCH_BIN=$target/release/fedstac
 fi
 cp "$BRANCH_BIN" "$cmp/fedstac-branch"
+MAIN_BIN_GIVEN=${MAIN_BIN:-}
 if [[ -z ${MAIN_BIN:-} ]]; then
   rev=${MAIN_REV:-main}
   src=$cmp/main-src
@@ -46,7 +48,8 @@ if [[ -n $index_sizes ]]; then
     BRANCH_INDEX_BIN=$target/release/examples/bench-index
   fi
   if [[ -z ${MAIN_INDEX_BIN:-} ]]; then
-    [[ -d $cmp/main-src ]] || { echo "compare-memory: INDEX_SIZES needs MAIN_INDEX_BIN when MAIN_BIN is given" >&2; exit 2; }
+    # main-src is this run's checkout of main only when MAIN_BIN was not given.
+    [[ -z ${MAIN_BIN_GIVEN:-} ]] || { echo "compare-memory: INDEX_SIZES needs MAIN_INDEX_BIN when MAIN_BIN is given" >&2; exit 2; }
     (cd "$cmp/main-src" && CARGO_TARGET_DIR=$target/compare-main cargo build --release --locked --quiet -p fedstac-index --features write --example bench-index)
     MAIN_INDEX_BIN=$target/compare-main/release/examples/bench-index
   fi
@@ -78,8 +81,8 @@ warm() { # binary config site
 
 echo "Measured $(date -u '+%Y-%m-%d %H:%M') UTC on $(nproc) cores; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| files | run | main peak RSS | branch peak RSS | main s | branch s | sites identical | main warm peak RSS | branch warm peak RSS |"
-echo "| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"
+echo "| files | run | main peak RSS | branch peak RSS | main s | branch s | sites identical | main warm peak RSS | branch warm peak RSS | identical after warm |"
+echo "| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |"
 for n in $sizes; do
   tree=$out/synthetic-$n
   [[ -f "$tree/.complete" ]] || { rm -rf "$tree"; "$cmp/fedstac-branch" -q sample "$tree" --extra-datasets "$n"; touch "$tree/.complete"; }
@@ -97,7 +100,9 @@ EOF
     # Rebuilds with nothing changed (the header cache is the branch's: same entries).
     read -r main_warm _ < <(warm "$cmp/fedstac-main" "$config" "$cmp/site-main")
     read -r branch_warm _ < <(warm "$cmp/fedstac-branch" "$config" "$cmp/site-branch")
-    echo "| $files | $r | $main_mib MiB | $branch_mib MiB | $main_s | $branch_s | $same | $main_warm MiB | $branch_warm MiB |"
+    same_warm=yes
+    diff -r -q "$cmp/site-main" "$cmp/site-branch" >"$cmp/diff-warm-$n.txt" || same_warm="no (bench/out/compare/diff-warm-$n.txt)"
+    echo "| $files | $r | $main_mib MiB | $branch_mib MiB | $main_s | $branch_s | $same | $main_warm MiB | $branch_warm MiB | $same_warm |"
   done
 done
 rm -rf "$cmp/site-main" "$cmp/site-branch" "$cmp/cache"
