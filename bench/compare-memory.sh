@@ -63,6 +63,11 @@ peak_and_seconds() {
               END {n=split(t, p, ":"); s=0; for (i=1; i<=n; i++) s=s*60+p[i]; printf "%.1f %.1f\n", kb/1024, s}' "$cmp/time.log"
 }
 
+# "yes" if two trees are byte-identical, else "no (<the file listing the differences>)".
+identical() { # dir dir diff-file
+  if diff -r -q "$1" "$2" >"$3"; then echo yes; else echo "no ($3)"; fi
+}
+
 # One cold build (empty cache and output); prints "peak_mib seconds".
 cold() { # binary config site
   local bin=$1 config=$2 site=$3
@@ -95,13 +100,11 @@ EOF
   for r in $(seq "$runs"); do
     read -r main_mib main_s < <(cold "$cmp/fedstac-main" "$config" "$cmp/site-main")
     read -r branch_mib branch_s < <(cold "$cmp/fedstac-branch" "$config" "$cmp/site-branch")
-    same=yes
-    diff -r -q "$cmp/site-main" "$cmp/site-branch" >"$cmp/diff-$n.txt" || same="no (bench/out/compare/diff-$n.txt)"
+    same=$(identical "$cmp/site-main" "$cmp/site-branch" "$cmp/diff-$n.txt")
     # Rebuilds with nothing changed (the header cache is the branch's: same entries).
     read -r main_warm _ < <(warm "$cmp/fedstac-main" "$config" "$cmp/site-main")
     read -r branch_warm _ < <(warm "$cmp/fedstac-branch" "$config" "$cmp/site-branch")
-    same_warm=yes
-    diff -r -q "$cmp/site-main" "$cmp/site-branch" >"$cmp/diff-warm-$n.txt" || same_warm="no (bench/out/compare/diff-warm-$n.txt)"
+    same_warm=$(identical "$cmp/site-main" "$cmp/site-branch" "$cmp/diff-warm-$n.txt")
     echo "| $files | $r | $main_mib MiB | $branch_mib MiB | $main_s | $branch_s | $same | $main_warm MiB | $branch_warm MiB | $same_warm |"
   done
 done
@@ -123,8 +126,7 @@ if [[ -n $index_sizes ]]; then
     for r in $(seq "$runs"); do
       read -r main_mib main_s < <(index_run "$cmp/bench-index-main" "$n" "$cmp/index-main")
       read -r branch_mib branch_s < <(index_run "$cmp/bench-index-branch" "$n" "$cmp/index-branch")
-      same=yes
-      diff -r -q "$cmp/index-main" "$cmp/index-branch" >"$cmp/diff-index-$n.txt" || same="no (bench/out/compare/diff-index-$n.txt)"
+      same=$(identical "$cmp/index-main" "$cmp/index-branch" "$cmp/diff-index-$n.txt")
       echo "| $n | $r | $main_mib MiB | $branch_mib MiB | $main_s | $branch_s | $same |"
     done
   done
