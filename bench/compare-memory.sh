@@ -68,20 +68,21 @@ identical() { # dir dir diff-file
   if diff -r -q "$1" "$2" >"$3"; then echo yes; else echo "no ($3)"; fi
 }
 
-# One cold build (empty cache and output); prints "peak_mib seconds".
-cold() { # binary config site
-  local bin=$1 config=$2 site=$3
-  rm -rf "$site" "$cmp/cache"
-  /usr/bin/time -v "$bin" build -c "$config" --output "$site" --cache "$cmp/cache" >"$cmp/build.log" 2>"$cmp/time.log" \
-    || { cat "$cmp/build.log" "$cmp/time.log" >&2; exit 1; }
+# Runs a command under /usr/bin/time -v (its logs shown if it fails); prints "peak_mib seconds".
+timed() { # command...
+  /usr/bin/time -v "$@" >"$cmp/build.log" 2>"$cmp/time.log" || { cat "$cmp/build.log" "$cmp/time.log" >&2; exit 1; }
   peak_and_seconds
 }
 
-# A rebuild of `site` with the cache kept; prints "peak_mib seconds".
+# One cold build (empty cache and output).
+cold() { # binary config site
+  rm -rf "$3" "$cmp/cache"
+  timed "$1" build -c "$2" --output "$3" --cache "$cmp/cache"
+}
+
+# A rebuild of `site` with the cache kept.
 warm() { # binary config site
-  /usr/bin/time -v "$1" build -c "$2" --output "$3" --cache "$cmp/cache" >"$cmp/build.log" 2>"$cmp/time.log" \
-    || { cat "$cmp/build.log" "$cmp/time.log" >&2; exit 1; }
-  peak_and_seconds
+  timed "$1" build -c "$2" --output "$3" --cache "$cmp/cache"
 }
 
 echo "Measured $(date -u '+%Y-%m-%d %H:%M') UTC on $(nproc) cores; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -110,11 +111,10 @@ EOF
 done
 rm -rf "$cmp/site-main" "$cmp/site-branch" "$cmp/cache"
 
-# The index writer alone; prints "peak_mib seconds".
+# The index writer alone.
 index_run() { # binary items dir
   rm -rf "$3"
-  /usr/bin/time -v "$1" "$2" "$3" >"$cmp/build.log" 2>"$cmp/time.log" || { cat "$cmp/build.log" "$cmp/time.log" >&2; exit 1; }
-  peak_and_seconds
+  timed "$1" "$2" "$3"
 }
 if [[ -n $index_sizes ]]; then
   echo

@@ -342,6 +342,12 @@ impl IndexWriter {
         self.flush_shard(sink)?;
         let n = self.n;
         let postings: Postings = std::mem::replace(&mut self.spill, PostingSpill::new(0)).finish()?;
+        // Every bitmap is written in its smallest form (runs where they pay).
+        let optimized = |key: u32| -> Result<RoaringBitmap> {
+            let mut b = postings.get(key)?;
+            b.optimize();
+            Ok(b)
+        };
         let mut metas = Vec::new();
         // Final codes per facet (values renumbered in sorted order).
         let mut codes: Vec<Codes> = Vec::new();
@@ -358,8 +364,7 @@ impl IndexWriter {
             let mut sizes = Vec::with_capacity(values.len());
             let mut segments = BTreeMap::new();
             for (new, &old) in order.iter().enumerate() {
-                let b = &mut postings.get(f.postings[old as usize])?;
-                b.optimize();
+                let b = &optimized(f.postings[old as usize])?;
                 counts.push(b.len() as u32);
                 let bytes = codec::encode_postings(b);
                 sizes.push(bytes.len() as u32);
@@ -486,17 +491,12 @@ impl IndexWriter {
         // Bitmaps are read twice (sizes, then chunks) rather than held all at once.
         let mut tokens: Vec<(String, u32)> = self.tokens.drain().collect();
         tokens.sort_by(|a, b| a.0.cmp(&b.0));
-        let token_postings = |key: u32| -> Result<RoaringBitmap> {
-            let mut b = postings.get(key)?;
-            b.optimize();
-            Ok(b)
-        };
         let mut text_chunks = Vec::new();
         let mut start = 0;
         let mut size = 0;
         let mut sizes = Vec::with_capacity(tokens.len());
         for (t, key) in tokens.iter() {
-            sizes.push(t.len() + token_postings(*key)?.serialized_size());
+            sizes.push(t.len() + optimized(*key)?.serialized_size());
         }
         for i in 0..tokens.len() {
             size += sizes[i];
@@ -507,7 +507,7 @@ impl IndexWriter {
                 let c = text_chunks.len();
                 let mut entries = Vec::with_capacity(i + 1 - start);
                 for (e, (t, key)) in tokens[start..=i].iter().enumerate() {
-                    let b = token_postings(*key)?;
+                    let b = optimized(*key)?;
                     let posting = if b.serialized_size() > 2 * self.text_segment_bytes {
                         let mut segments = Vec::new();
                         let mut first = RoaringBitmap::new();
@@ -546,15 +546,7 @@ impl IndexWriter {
         for (ts, key) in std::mem::take(&mut self.starts) {
             by_year.entry(crate::query::year_of(ts)).or_default().push((ts, key));
         }
-        let year_postings = |keys: Vec<(i64, u32)>| -> Result<Vec<(i64, RoaringBitmap)>> {
-            keys.into_iter()
-                .map(|(ts, key)| {
-                    let mut b = postings.get(key)?;
-                    b.optimize();
-                    Ok((ts, b))
-                })
-                .collect()
-        };
+        let year_postings = |keys: Vec<(i64, u32)>| -> Result<Vec<(i64, RoaringBitmap)>> { keys.into_iter().map(|(ts, key)| Ok((ts, optimized(key)?))).collect() };
         for (y, keys) in by_year {
             before.optimize();
             let exact = year_postings(keys)?;
@@ -587,11 +579,7 @@ impl IndexWriter {
             let boxes = self
                 .boxes
                 .iter()
-                .map(|&(bbox, key)| {
-                    let mut b = postings.get(key)?;
-                    b.optimize();
-                    Ok((bbox, b))
-                })
+                .map(|&(bbox, key)| Ok((bbox, optimized(key)?)))
                 .collect::<Result<Vec<_>>>()?;
             sink.put("b.bin", &codec::encode_boxes(&boxes))?;
         }
